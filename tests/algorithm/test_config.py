@@ -1,0 +1,91 @@
+"""K15Config validation and strict experiment files: bad input fails early, naming the field."""
+
+import textwrap
+
+import pytest
+
+from rllib_k15.algorithm.config import K15_FIELDS, K15Config
+from rllib_k15.experiment import apply_sections, load_experiment_file, resolve_algorithm
+
+
+def _config(**training):
+    return (K15Config().environment("k15/Arithmetic-v0")
+            .training(hf_model="tiny-random-llama", **training))
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("tau", 0.0, "`tau` (0.0) must be a number > 0"),
+        ("baseline", "median", "`baseline` ('median') must be one of ['mean', 'logsumexp']"),
+        ("loss", "ppo", "`loss` ('ppo') must be one of"),
+        ("logprob_reduction", "max", "`logprob_reduction` ('max')"),
+        ("samples_per_problem", 0, "`samples_per_problem` (0) must be an integer >= 1"),
+        ("samples_per_problem", 1, "`samples_per_problem` (1) gives a zero advantage"),
+        ("minibatch_size", 1000, "`minibatch_size` (1000) must be <= problems_per_iteration"),
+        ("top_p", 1.5, "`top_p` (1.5) must be in (0, 1]"),
+        ("length_penalty_warmup_iters", -1, "`length_penalty_warmup_iters` (-1)"),
+        ("engine", "sglang", "`engine` ('sglang') must be 'vllm' or 'hf'"),
+        ("hf_model", "/no/such/model", "`hf_model` ('/no/such/model')"),
+    ],
+)
+def test_validate_quotes_bad_values(field, value, message, tiny_model_dir):
+    with pytest.raises(ValueError) as err:
+        _config(**{field: value}).validate()
+    assert message in str(err.value)
+
+
+def test_every_field_is_documented_and_settable():
+    config = K15Config()
+    for name, (default, help_text) in K15_FIELDS.items():
+        assert len(help_text) > 20, name
+        assert getattr(config, name) == default
+    assert config.training(tau=0.5).tau == 0.5
+
+
+def test_experiment_file_maps_onto_builder(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(textwrap.dedent("""
+        algo: K15MirrorDescent
+        environment: {env: k15/Arithmetic-v0, env_config: {difficulty: 1}}
+        training: {tau: 0.3, samples_per_problem: 4, lr: 1.0e-5}
+        debugging: {seed: 7}
+        stop: {training_iteration: 3}
+    """))
+    spec = load_experiment_file(path)
+    config = apply_sections(K15Config(), spec["sections"], spec["source"])
+    assert (config.tau, config.samples_per_problem, config.lr, config.seed) == (0.3, 4, 1e-5, 7)
+    assert config.env_config == {"difficulty": 1}
+    assert spec["stop"] == {"training_iteration": 3}
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("training: {tua: 0.1}\n", "unknown field(s) ['tua'] in section `training`"),
+        ("trainig: {tau: 0.1}\n", "unknown top-level key(s) ['trainig']"),
+        ("training: [1, 2]\n", "section `training` must be a mapping"),
+        ("training: {tau: 0.1\n", "not valid YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("stop: 5\n", "`stop` must be a mapping"),
+    ],
+)
+def test_bad_experiment_files_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as err:
+        apply_sections(K15Config(), load_experiment_file(path)["sections"], str(path))
+    assert message in str(err.value)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_missing_experiment_file():
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_experiment_file("/no/such/file.yaml")
+
+
+def test_resolve_algorithm_falls_back_to_rllib_registry():
+    assert resolve_algorithm("K15MirrorDescent").__name__ == "K15MirrorDescent"
+    assert resolve_algorithm("PPO").__name__ == "PPO"
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        resolve_algorithm("NoSuchAlgo")

@@ -14,6 +14,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rllib_k15.core.losses import LogprobReduction, LossType
 from rllib_k15.core.rewards import Baseline
+from rllib_k15.hardware import resolve_autocast
 
 # name -> (default, help). The single source of truth for K15 fields: defaults, docs
 # (README table, CLI help) and `training()` kwargs are all generated from it.
@@ -36,7 +37,7 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     "weight_decay": (0.0, "AdamW weight decay. RL fine-tuning usually uses 0: the τ term already anchors θ to the previous iterate."),
     "adam_betas": ((0.9, 0.99), "AdamW betas. With a reset every iteration, a short β2 horizon lets the second moment warm up within one iteration."),
     "reset_optimizer_each_iteration": (True, "Reset optimizer state at each iteration start (report §2.3.2: each iteration is a new problem). Off = moments carry over (ablation)."),
-    "autocast_bf16": (True, "Learner forward/backward in bf16 autocast over fp32 master weights (≈4× faster matmuls on AVX512-BF16 CPUs)."),
+    "autocast_bf16": ("auto", "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated (AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware)."),
     "gradient_checkpointing": (False, "Recompute activations in backward: less memory for long responses, ~30% slower."),
     "engine": ("vllm", "Rollout engine: `vllm` (product path) or `hf` (transformers.generate; reference, slow)."),
     "engine_options": ({}, "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, max_model_len, enforce_eager)."),
@@ -97,7 +98,7 @@ class K15Config(AlgorithmConfig):
             module_class=CausalLMRLModule,
             model_config={
                 "model_path": self.model_path,
-                "autocast_bf16": self.autocast_bf16,
+                "autocast_bf16": resolve_autocast(self.autocast_bf16),
                 "gradient_checkpointing": self.gradient_checkpointing,
             },
         )

@@ -30,7 +30,7 @@ class CausalLMRLModule(TorchRLModule):
         self.lm = load_hf_model(cfg["model_path"], dtype=cfg.get("dtype", "float32"))
         if cfg.get("gradient_checkpointing"):
             self.lm.gradient_checkpointing_enable()
-        self._autocast_bf16 = bool(cfg.get("autocast_bf16", True))
+        self._autocast_bf16 = bool(cfg.get("autocast_bf16", False))
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         input_ids = batch[INPUT_IDS]

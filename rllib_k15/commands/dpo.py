@@ -44,7 +44,11 @@ def add_parser(subparsers: Any) -> None:
         default=2048,
         help="pairs whose prompt + longer response exceed it are skipped",
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (fp32 master weights); slower than fp32 on AVX2-only CPUs",
+    )
     p.add_argument("--no-chat-template", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

@@ -39,7 +39,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--max-length", type=int, default=2048, help="longer prompt+response examples are skipped"
     )
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    p.add_argument(
+        "--bf16",
+        action="store_true",
+        help="bf16 autocast (fp32 master weights); slower than fp32 on AVX2-only CPUs",
+    )
     p.add_argument(
         "--no-chat-template",
         action="store_true",

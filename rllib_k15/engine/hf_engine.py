@@ -15,7 +15,7 @@ Sampling uses a private RNG stream (swapped in around ``generate``), so samples 
 Launch::
 
     from rllib_k15.engine import HFEngine, SamplingParams
-    engine = HFEngine("smollm2-135m-instruct", dtype="bfloat16")
+    engine = HFEngine("smollm2-135m-instruct")
     print(engine.generate_text(["What is 17 + 25?"], SamplingParams(max_tokens=64))[0][0].text)
 """
 
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ class HFEngine(RolloutEngine):
 
     model_path: registered model name or HF directory.
     seed:       seed of the engine's private sampling stream.
-    dtype:      "bfloat16" for speed, "float32" for a numerically exact reference.
+    dtype:      "float32" for a numerically exact reference; "auto" picks bf16 where the CPU
+                has native bf16 matmuls (see ``rllib_k15.models.preferred_dtype``).
     batch_size: rows (prompt x sample) per ``generate``/forward call; bounds memory.
     """
 
@@ -49,7 +51,7 @@ class HFEngine(RolloutEngine):
         model_path: str | os.PathLike[str],
         *,
         seed: int = 0,
-        dtype: str | torch.dtype = "bfloat16",
+        dtype: str | torch.dtype = "auto",
         batch_size: int = 64,
     ) -> None:
         self.model_path = Path(resolve_model(model_path))
@@ -68,14 +70,20 @@ class HFEngine(RolloutEngine):
     def generate(
         self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[list[Completion]]:
-        rows = [list(map(int, ids)) for ids in prompt_token_ids for _ in range(params.n)]
+        copies = params.n if params.temperature == 0 else 1  # greedy: compute once, copy
+        n = params.n // copies
+        rows = [list(map(int, ids)) for ids in prompt_token_ids for _ in range(n)]
         flat: list[Completion] = []
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._rng_state)
             for start in range(0, len(rows), self.batch_size):
                 flat.extend(self._generate_batch(rows[start : start + self.batch_size], params))
             self._rng_state = torch.get_rng_state()
-        return [flat[i : i + params.n] for i in range(0, len(flat), params.n)]
+        return [
+            [replace(c, token_ids=list(c.token_ids), logprobs=list(c.logprobs))
+             for c in flat[i : i + n] for _ in range(copies)]
+            for i in range(0, len(flat), n)
+        ]  # fmt: skip
 
     @torch.no_grad()
     def _generate_batch(self, rows: list[list[int]], params: SamplingParams) -> list[Completion]:
@@ -115,7 +123,9 @@ class HFEngine(RolloutEngine):
             for i in range(len(rows))
         ]
 
-    def _completion(self, ids: list[int], logprobs: list[float], params: SamplingParams) -> Completion:
+    def _completion(
+        self, ids: list[int], logprobs: list[float], params: SamplingParams
+    ) -> Completion:
         """Cut a padded row after its end token; decide why it ended."""
         eos = self.tokenizer.eos_token_id
         end = ids.index(eos) + 1 if eos in ids else len(ids)
@@ -140,7 +150,7 @@ class HFEngine(RolloutEngine):
             completions = completion_ids[start : start + self.batch_size]
             packed = pack_sequences(prompts, completions, self.tokenizer.pad_token_id)
             logprobs = response_token_logprobs(self.model, packed)  # (B, T)
-            for row, (p, c) in enumerate(zip(prompts, completions)):
+            for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
                 out.append(logprobs[row, len(p) : len(p) + len(c)].tolist())
         return out
 
@@ -148,11 +158,12 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
-        result = self.model.load_state_dict(dict(state_dict), strict=False)
+        expected = set(self.model.state_dict())
         tied = {"lm_head.weight"} if self.model.config.tie_word_embeddings else set()
-        missing = set(result.missing_keys) - tied
-        if missing or result.unexpected_keys:
-            raise KeyError(f"state_dict mismatch: missing {missing}, extra {result.unexpected_keys}")
+        missing, extra = expected - set(state_dict) - tied, set(state_dict) - expected
+        if missing or extra:  # checked before anything is copied
+            raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, extra {sorted(extra)}")
+        self.model.load_state_dict(dict(state_dict), strict=True)
 
     def close(self) -> None:
         self.model = None

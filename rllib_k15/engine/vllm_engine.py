@@ -50,6 +50,7 @@ __all__ = ["VLLMEngine"]
 log = logging.getLogger(__name__)
 
 _GIB = 1 << 30
+_live_in_process_engines = 0  # the torch.distributed state is shared by in-process engines
 
 
 def _reload_weights(worker: Any, items: list[tuple[str, torch.Tensor]]) -> None:
@@ -80,8 +81,9 @@ class VLLMEngine(RolloutEngine):
 
     model_path:            a HF model directory (see ``rllib_k15.models.resolve_model``).
     seed:                  engine-wide sampling seed (see the module docstring).
-    dtype:                 weights/activations dtype; bf16 is ~4x faster than fp32 on CPUs
-                           with AVX512-BF16 (DESIGN §4).
+    dtype:                 weights/activations dtype; "auto" = ``preferred_dtype()``: bf16
+                           on GPUs and CPUs with AVX512-BF16 (~4x faster there), fp32 on
+                           CPUs without (where torch emulates bf16 and it is ~6x slower).
     max_model_len:         prompt + response tokens per sequence; bounds the KV per request.
     kv_cache_gib:          KV-cache memory. SmolLM2-135M needs ~23 KB/token, so 1 GiB holds
                            ~46k tokens (128 sequences of 360). Tests use 0.25.
@@ -97,7 +99,7 @@ class VLLMEngine(RolloutEngine):
         model_path: str | os.PathLike[str],
         *,
         seed: int = 0,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         max_model_len: int = 2048,
         kv_cache_gib: float = 1.0,
         enable_prefix_caching: bool = True,
@@ -110,6 +112,9 @@ class VLLMEngine(RolloutEngine):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from vllm import LLM
 
+        from rllib_k15.models import preferred_dtype
+
+        self.dtype = preferred_dtype() if dtype == "auto" else dtype
         self.model_path = Path(model_path)
         self.in_process = in_process
         self.last_load_seconds: float | None = None
@@ -118,7 +123,7 @@ class VLLMEngine(RolloutEngine):
         self._llm: Any = LLM(
             model=str(self.model_path),
             seed=seed,
-            dtype=dtype,
+            dtype=self.dtype,
             max_model_len=max_model_len,
             kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
             enable_prefix_caching=enable_prefix_caching,
@@ -128,6 +133,9 @@ class VLLMEngine(RolloutEngine):
             **extra,
         )
         _set_global_rng_states(caller_rng)
+        if in_process:
+            global _live_in_process_engines
+            _live_in_process_engines += 1
         self.start_seconds = time.perf_counter() - started
         log.info("vLLM engine on %s ready in %.1f s", self.model_path, self.start_seconds)
         self.tokenizer = self._llm.get_tokenizer()
@@ -145,8 +153,9 @@ class VLLMEngine(RolloutEngine):
 
         if not prompt_token_ids:
             return []
+        greedy_copies = params.n if params.temperature == 0 else 1  # vLLM: greedy needs n=1
         vllm_params = VllmSamplingParams(
-            n=params.n,
+            n=params.n // greedy_copies,
             temperature=params.temperature,
             top_p=params.top_p,
             max_tokens=params.max_tokens,
@@ -161,7 +170,11 @@ class VLLMEngine(RolloutEngine):
                 self._rng_state = torch.get_rng_state()
         else:
             outputs = self._llm.generate(prompts, vllm_params, use_tqdm=False)
-        return [[_to_completion(c) for c in sorted(o.outputs, key=lambda c: c.index)] for o in outputs]
+        results = []
+        for output in outputs:
+            ordered = sorted(output.outputs, key=lambda c: c.index) * greedy_copies
+            results.append([_to_completion(c) for c in ordered])  # distinct objects
+        return results
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         started = time.perf_counter()
@@ -179,20 +192,25 @@ class VLLMEngine(RolloutEngine):
             llm.llm_engine.engine_core.shutdown()
         finally:
             del llm
-            from vllm.distributed.parallel_state import (
-                destroy_distributed_environment,
-                destroy_model_parallel,
-            )
+            global _live_in_process_engines
+            if self.in_process:
+                _live_in_process_engines -= 1
+            if _live_in_process_engines == 0:  # tear down only what no other engine uses
+                from vllm.distributed.parallel_state import (
+                    destroy_distributed_environment,
+                    destroy_model_parallel,
+                )
 
-            destroy_model_parallel()
-            destroy_distributed_environment()
+                destroy_model_parallel()
+                destroy_distributed_environment()
             gc.collect()
 
 
 def _to_completion(output: Any) -> Completion:
     """A vLLM ``CompletionOutput`` (requested with ``logprobs=0``) as a ``Completion``."""
     token_ids = [int(t) for t in output.token_ids]
-    logprobs = [float(step[token].logprob) for step, token in zip(output.logprobs, token_ids)]
+    steps = zip(output.logprobs, token_ids, strict=True)
+    logprobs = [float(step[token].logprob) for step, token in steps]
     return Completion(
         token_ids=token_ids,
         logprobs=logprobs,

@@ -1,10 +1,11 @@
 """DPO training on long2short preference pairs (Kimi k1.5 §2.4), plain PyTorch.
 
-The policy starts from the long-CoT model; the reference π_ref is a frozen copy of it.
-Reference sequence log-probs (sums over response tokens) are computed once for the whole
-data set before the first update, so the reference model can be freed afterwards and each
-step needs only the policy's forward pass over ``[chosen rows; rejected rows]`` of the
-mini-batch. The loss is :func:`rllib_k15.long2short.dpo.dpo_loss`.
+The policy starts from the long-CoT model; the reference π_ref is that starting model,
+frozen (or any ``ref_model`` given). Reference sequence log-probs (sums over response
+tokens) are computed once for the whole data set before the first update — with
+``ref_model=None`` from the policy itself, so no second copy of the weights is held — and
+each step needs only the policy's forward pass over ``[chosen rows; rejected rows]``.
+The loss is :func:`rllib_k15.long2short.dpo.dpo_loss`.
 
 Structure: :func:`dpo_batch_loss` (forward + pure loss; what a DeepSpeed / Ray Train
 wrapper would call), :func:`train_dpo` (the loop: AdamW, optional bf16 autocast, progress
@@ -15,7 +16,6 @@ CLI: ``k15 dpo --model M --pairs pairs.parquet --beta 0.1 --out DIR``.
 
 from __future__ import annotations
 
-import copy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,7 +45,7 @@ __all__ = [
     "encode_pairs",
     "evaluate_dpo",
     "pack_pairs",
-    "reference_logps",
+    "pair_logps",
     "train_dpo",
 ]
 
@@ -88,7 +88,9 @@ class DPOTrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float | None = 1.0
     bf16: bool = False
-    """bf16 autocast for policy and reference forward passes (fp32 master weights)."""
+    """bf16 autocast (fp32 master weights keep AdamW exact). Fast on GPUs and on CPUs with
+    AVX512-BF16/AMX; on an AVX2-only CPU (``torch.backends.cpu.get_cpu_capability()``)
+    bf16 matmuls are emulated and measured 2-6x *slower* than fp32 — measure first."""
     max_length: int = 2048
     """Pairs whose prompt + longer response exceed it are skipped (not truncated)."""
     use_chat_template: bool = True
@@ -136,8 +138,8 @@ def _chosen_rejected_logps(
 
 
 @torch.no_grad()
-def reference_logps(
-    ref_model: torch.nn.Module,
+def pair_logps(
+    model: torch.nn.Module,
     encoded: Sequence[EncodedPair],
     pad: int,
     batch_size: int,
@@ -147,16 +149,16 @@ def reference_logps(
 
     Used for the reference model (and, by :func:`evaluate_dpo`, for the policy).
     """
-    was_training = ref_model.training
-    ref_model.eval()
-    device = next(ref_model.parameters()).device
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
     out = torch.zeros(len(encoded), 2)
     for start in range(0, len(encoded), batch_size):
         batch = encoded[start : start + batch_size]
-        chosen, rejected = _chosen_rejected_logps(ref_model, pack_pairs(batch, pad, device), bf16)
+        chosen, rejected = _chosen_rejected_logps(model, pack_pairs(batch, pad, device), bf16)
         idx = torch.tensor([p.index for p in batch])
         out[idx] = torch.stack([chosen, rejected], dim=-1).cpu()
-    ref_model.train(was_training)
+    model.train(was_training)
     return out
 
 
@@ -189,10 +191,14 @@ def _prepare(
             f"no DPO pair fits `max_length` ({config.max_length}); "
             f"{skipped} of {len(pairs)} were too long"
         )
-    if ref_model is None:  # frozen copy of the starting policy
-        ref_model = copy.deepcopy(model)
-    ref = reference_logps(
-        ref_model, encoded, pad_token_id(tokenizer), config.batch_size, config.bf16
+    # π_ref = the starting policy: before the first update the policy *is* that model,
+    # so its log-probs are computed from ``model`` itself — no copy of the weights needed.
+    ref = pair_logps(
+        model if ref_model is None else ref_model,
+        encoded,
+        pad_token_id(tokenizer),
+        config.batch_size,
+        config.bf16,
     )
     return encoded, skipped, ref
 
@@ -211,9 +217,7 @@ def evaluate_dpo(
     at once, so the result does not depend on ``batch_size``.
     """
     encoded, _, ref = _prepare(model, ref_model, tokenizer, pairs, config)
-    policy = reference_logps(
-        model, encoded, pad_token_id(tokenizer), config.batch_size, config.bf16
-    )
+    policy = pair_logps(model, encoded, pad_token_id(tokenizer), config.batch_size, config.bf16)
     _, metrics = dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], config.beta)
     return metrics
 
@@ -226,7 +230,7 @@ def train_dpo(
     config: DPOTrainConfig | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` in place with DPO; ``ref_model=None`` uses a frozen copy of it.
+    """Train ``model`` in place with DPO; ``ref_model=None`` means π_ref = the starting model.
 
     ``on_step(step, metrics)`` is called after every optimiser step (e.g. to write a log).
     """

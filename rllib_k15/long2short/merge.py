@@ -15,8 +15,10 @@ long-CoT base towards short chains, i.e. α_cv = 1 − α in the formula above (
 "shorter than the short model" extrapolation is α < 0 here).
 
 Streaming: tensors are read with ``safetensors.safe_open`` (memory-mapped) and the output
-is written shard by shard, mirroring the long model's shard layout, so peak memory is
-about one output shard plus the pages being read — not two models. All names, shapes and
+is written shard by shard, mirroring the long model's shard layout, so the process's own
+(anonymous) memory peaks at about one output shard plus the tensor being merged — not two
+models. RSS also counts the memory-mapped input pages; those are clean page cache the
+kernel reclaims under pressure. All names, shapes and
 the architecture fields of ``config.json`` are checked *before* anything is written; a
 mismatch raises :class:`MergeError` naming the tensor, shapes or config field. Arithmetic
 is done in float32 and cast back to the long model's dtype for each tensor. Non-weight
@@ -90,7 +92,8 @@ def interpolate(short: torch.Tensor, long: torch.Tensor, alpha: float) -> torch.
             raise MergeError("non-float tensors differ between the two models")
         return long.clone()
     s = short.to(torch.float32)
-    return (s + alpha * (long.to(torch.float32) - s)).to(long.dtype)
+    out = long.to(torch.float32, copy=True)  # one working buffer, updated in place
+    return out.sub_(s).mul_(alpha).add_(s).to(long.dtype)
 
 
 def check_configs(long_cfg: dict[str, Any], short_cfg: dict[str, Any]) -> list[str]:

@@ -79,7 +79,9 @@ class SFTConfig:
     max_grad_norm: float | None = 1.0
     """Global gradient-norm clip; None disables it."""
     bf16: bool = False
-    """bf16 autocast (≈4× faster matmuls on this CPU); fp32 master weights keep AdamW exact."""
+    """bf16 autocast (fp32 master weights keep AdamW exact). Fast on GPUs and on CPUs with
+    AVX512-BF16/AMX; on an AVX2-only CPU (``torch.backends.cpu.get_cpu_capability()``)
+    bf16 matmuls are emulated and measured 2-6x *slower* than fp32 — measure first."""
     max_length: int = 2048
     """Longest prompt+response kept. Longer examples are skipped, not truncated: a cut
     response would lose its EOS and teach the model not to stop."""

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +135,42 @@ def test_merge_input_validation(long_short, tmp_path):
         merge_models(long_dir, short_dir, long_dir)
     with pytest.raises(FileNotFoundError, match="SHORT"):
         merge_models(long_dir, tmp_path / "nope", tmp_path / "o")
+
+
+def _rss_anon_mb() -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(r"RssAnon:\s+(\d+)", text).group(1)) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
+def test_merge_memory_stays_near_one_shard(tmp_path):
+    """2 x 64 MB models in 8 MB shards: anonymous memory grows by well under one model's
+    worth (loading both would take 128 MB); mmap'd input pages are clean page cache."""
+    gen = torch.Generator().manual_seed(0)
+    for name in ("long", "short"):
+        out = tmp_path / name
+        out.mkdir()
+        weight_map = {}
+        for s in range(8):
+            tensors = {f"layer{s}.w{i}": torch.randn(1024, 1024, generator=gen) for i in range(2)}
+            shard = f"model-{s + 1:05d}-of-00008.safetensors"
+            save_file(tensors, out / shard, metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(tensors, shard))
+        index = {"metadata": {}, "weight_map": weight_map}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index))
+        (out / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    start, peak, done = _rss_anon_mb(), [0.0], threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_anon_mb())
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        merge_models(tmp_path / "long", tmp_path / "short", tmp_path / "out")
+    finally:
+        done.set()
+        watcher.join()
+    assert peak[0] - start < 64, f"anonymous memory grew by {peak[0] - start:.0f} MB"

@@ -111,7 +111,7 @@ def test_train_dpo_lowers_loss_and_prefers_chosen(tokenizer):
     assert _changed(ref_weights, ref) == 0  # the reference stays frozen
 
 
-def test_train_dpo_without_ref_model_uses_frozen_copy(tokenizer):
+def test_train_dpo_without_ref_model_uses_the_starting_model(tokenizer):
     model = tiny_model(0)
     initial = copy.deepcopy(model)
     config = DPOTrainConfig(beta=0.1, epochs=2, lr=2e-3, batch_size=4, progress=False)

@@ -1,0 +1,131 @@
+"""``k15/Math-v0``: math word problems from a user's ``.jsonl`` / ``.parquet`` file, graded
+with math-verify in sandboxed worker processes.
+
+Rows need a problem column (``problem`` or ``question``; override with ``problem_column``)
+and an ``answer`` column (override with ``answer_column``): a plain answer (``42``,
+``\\frac{1}{2}``, ``(3, \\infty)``, ``\\{1, 2\\}``), a solution ending in ``\\boxed{}``, or
+GSM8K's ``... #### 72``. Optional: a difficulty column (``difficulty`` or ``level``;
+``"Level 3"`` reads as 3.0) and an id column (``id`` or ``unique_id``).
+
+Without ``dataset`` a 12-problem bundled sample is used (smoke tests and demos only).
+
+Example::
+
+    import gymnasium as gym, k15_envs
+    env = gym.make("k15/Math-v0", dataset="math500.jsonl")
+    obs, info = env.reset(seed=0)
+    obs, reward, terminated, truncated, info = env.step("... so the answer is \\\\boxed{42}")
+"""
+
+from __future__ import annotations
+
+from k15_envs.base import ReasoningEnv
+from k15_envs.datasets import (
+    DatasetError,
+    DatasetSource,
+    answer_field,
+    number_field,
+    pick_column,
+    read_rows,
+    text_field,
+)
+from k15_envs.envs._common import BOXED_INSTRUCTION, bundled_dataset, source_stem
+from k15_envs.extract import ExtractMode
+from k15_envs.sandbox import SandboxConfig
+from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.types import Problem
+from k15_envs.verifiers import make_verifier
+from k15_envs.verifiers.base import VerifierKind
+from k15_envs.verifiers.math import gold_answer_text
+
+__all__ = ["MathEnv"]
+
+
+class MathEnv(ReasoningEnv):
+    """Math problems from a file, graded by math-verify.
+
+    dataset: path to ``.jsonl``/``.json`` (JSON lines) or ``.parquet``, or a list of row
+        dicts; None = bundled sample.
+    problem_column / answer_column / difficulty_column / id_column: column names
+        (None = auto-detect as described in the module docstring).
+    instruction: appended to each problem (default asks for ``\\boxed{}``).
+    extract: ``boxed`` | ``boxed_or_line`` (default) | ``lenient``.
+    timeout_s: hard per-answer grading deadline. num_workers: grading processes.
+    sandbox: overrides of the grading-worker sandbox.
+    """
+
+    def __init__(
+        self,
+        dataset: DatasetSource | None = None,
+        *,
+        problem_column: str | None = None,
+        answer_column: str | None = None,
+        difficulty_column: str | None = None,
+        id_column: str | None = None,
+        instruction: str = BOXED_INSTRUCTION,
+        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
+        timeout_s: float = 5.0,
+        num_workers: int | None = None,
+        sandbox: SandboxConfig | dict | None = None,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+        max_response_chars: int = MAX_RESPONSE_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        verifier = make_verifier(
+            VerifierKind.MATH,
+            extract=extract,
+            timeout_s=timeout_s,
+            num_workers=num_workers,
+            sandbox=sandbox,
+        )
+        super().__init__(
+            verifier=verifier,
+            max_prompt_chars=max_prompt_chars,
+            max_response_chars=max_response_chars,
+            render_mode=render_mode,
+        )
+        source, rows, lines = read_rows(
+            bundled_dataset("math_sample.jsonl") if dataset is None else dataset
+        )
+        columns = (
+            pick_column(source, rows, problem_column, ("problem", "question"), required=True),
+            pick_column(source, rows, answer_column, ("answer",), required=True),
+            pick_column(source, rows, difficulty_column, ("difficulty", "level"), required=False),
+            pick_column(source, rows, id_column, ("id", "unique_id"), required=False),
+        )
+        stem = source_stem(source)
+        self._problems = [
+            self._row_problem(source, lines, i, row, columns, stem, instruction)
+            for i, row in enumerate(rows)
+        ]
+
+    def _row_problem(self, source, lines, index, row, columns, stem, instruction) -> Problem:
+        problem_col, answer_col, difficulty_col, id_col = columns
+        text = text_field(source, lines, index, row, problem_col)
+        answer = answer_field(source, lines, index, row, answer_col)
+        gold = gold_answer_text(answer)
+        if not gold:
+            raise DatasetError(source, "no final answer after '####'", row=index, field=answer_col)
+        difficulty = 0.0
+        if difficulty_col is not None and row.get(difficulty_col) is not None:
+            difficulty = number_field(source, lines, index, row, difficulty_col)
+        row_id = row.get(id_col) if id_col is not None else None
+        problem_id = (
+            f"math/{stem}/{row_id}" if row_id not in (None, "") else f"math/{stem}/{index:05d}"
+        )
+        prompt = f"{text.strip()}\n\n{instruction}" if instruction else text.strip()
+        if len(prompt) > self.max_prompt_chars:
+            raise DatasetError(
+                source,
+                f"prompt longer than max_prompt_chars={self.max_prompt_chars}",
+                row=index,
+                field=problem_col,
+            )
+        return Problem(problem_id, prompt, answer, difficulty, {"gold": gold})
+
+    @property
+    def _num_problems(self) -> int:
+        return len(self._problems)
+
+    def _make_problem(self, index: int) -> Problem:
+        return self._problems[index]

@@ -1,0 +1,361 @@
+"""reasoning-gym envs: ``k15/GSMSymbolic-v0``, ``k15/Countdown-v0``, ``k15/ReasoningGym-v0``.
+
+All three generate problems with reasoning-gym (deterministic in ``(seed, index)``) and
+grade with the dataset's own ``score_answer`` inside sandboxed grading workers (see
+``k15_envs.verifiers.rgym``). Difficulty knobs:
+
+- GSMSymbolic: reasoning-gym accepts only ``difficulty=1.0`` for ``gsm_symbolic``, so the
+  knob here is the number of computation steps of the problem template (the ``=`` signs
+  of its worked solution): level 1 = 2 steps (26 templates), 2 = 3 steps (24), 3 = 4 steps
+  (20), 4 = 5+ steps (15). Default: all levels.
+- Countdown: level 1 = 3 numbers <= 10, target 10-100; 2 = 4 numbers <= 20, target 20-200;
+  3 = 4-5 numbers <= 50, target 100-500; 4 = 5-6 numbers <= 100, target 100-999.
+- ReasoningGym: any dataset by name, with ``config`` overrides; ``difficulty`` (optional)
+  sets the dataset's reasoning-gym curriculum to that level (1 = its easiest) for every
+  attribute. Without it, problems carry difficulty 0.0.
+
+Several levels (``[1, 2]``, ``"1-3"``) mix reproducibly per index, as in Arithmetic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from functools import cached_property, lru_cache
+from typing import Any
+
+from k15_envs.base import ReasoningEnv
+from k15_envs.extract import ExtractMode
+from k15_envs.levels import level_for_index, mix_seed, parse_levels, rng_for
+from k15_envs.sandbox import SandboxConfig
+from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.types import Problem
+from k15_envs.verifiers import make_verifier
+from k15_envs.verifiers.base import VerifierKind
+
+__all__ = ["GSMSymbolicEnv", "CountdownEnv", "ReasoningGymEnv", "COUNTDOWN_LEVELS"]
+
+FINAL_ANSWER_INSTRUCTION = "Give your final answer in \\boxed{}."
+COUNTDOWN_INSTRUCTION = (
+    "Write one arithmetic expression that uses each number exactly once (no '=' sign) "
+    "and put it in \\boxed{}, e.g. \\boxed{(1 + 2) * 3}."
+)
+COUNTDOWN_LEVELS: dict[int, dict[str, int]] = {
+    1: dict(min_numbers=3, max_numbers=3, min_value=1, max_value=10, min_target=10, max_target=100),
+    2: dict(min_numbers=4, max_numbers=4, min_value=1, max_value=20, min_target=20, max_target=200),
+    3: dict(
+        min_numbers=4, max_numbers=5, min_value=1, max_value=50, min_target=100, max_target=500
+    ),
+    4: dict(
+        min_numbers=5, max_numbers=6, min_value=1, max_value=100, min_target=100, max_target=999
+    ),
+}
+_GSM_SUFFIX = " Give the result as your final answer. Do not include units."
+
+
+class _RGymEnv(ReasoningEnv):
+    """Shared constructor: size/seed/levels, verifier wiring, prompt assembly."""
+
+    def __init__(
+        self,
+        *,
+        levels: tuple[int, ...],
+        size: int,
+        seed: int,
+        instruction: str,
+        extract: ExtractMode | str,
+        timeout_s: float,
+        num_workers: int | None,
+        sandbox: SandboxConfig | dict | None,
+        partial_credit: bool,
+        ascii_operators: bool,
+        max_prompt_chars: int,
+        max_response_chars: int,
+        render_mode: str | None,
+    ) -> None:
+        verifier = make_verifier(
+            VerifierKind.REASONING_GYM,
+            extract=extract,
+            timeout_s=timeout_s,
+            num_workers=num_workers,
+            sandbox=sandbox,
+            partial_credit=partial_credit,
+            ascii_operators=ascii_operators,
+        )
+        super().__init__(
+            verifier=verifier,
+            max_prompt_chars=max_prompt_chars,
+            max_response_chars=max_response_chars,
+            render_mode=render_mode,
+        )
+        if int(size) < 1:
+            raise ValueError(f"size ({size}) must be >= 1")
+        self.levels, self.size, self.seed = levels, int(size), int(seed)
+        self.instruction = instruction
+
+    @property
+    def _num_problems(self) -> int:
+        return self.size
+
+    def _prompt(self, question: str) -> str:
+        return f"{question.strip()}\n\n{self.instruction}" if self.instruction else question.strip()
+
+
+# -- GSM symbolic ---------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def gsm_templates_by_level() -> dict[int, tuple[int, ...]]:
+    """Template ids of reasoning-gym's ``gsm_symbolic`` grouped by computation steps."""
+    from reasoning_gym.arithmetic.gsm_symbolic import gsm_symbolic as gs
+
+    generators = gs.GSMSymbolicDataset(gs.GSMSymbolicDatasetConfig(seed=0, size=1)).generators
+    table: dict[int, list[int]] = {1: [], 2: [], 3: [], 4: []}
+    for template in gs.tasks_ok:
+        steps = generators[template](random.Random(0), 1.0)["metadata"]["answer_cot"].count("=")
+        table[min(4, max(1, steps - 1))].append(template)
+    return {level: tuple(ids) for level, ids in table.items()}
+
+
+class GSMSymbolicEnv(_RGymEnv):
+    """GSM8K-like word problems (reasoning-gym ``gsm_symbolic``); difficulty = steps level 1-4."""
+
+    def __init__(
+        self,
+        difficulty: int | str | list[int] = (1, 2, 3, 4),
+        *,
+        size: int = 1000,
+        seed: int = 0,
+        instruction: str = FINAL_ANSWER_INSTRUCTION,
+        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
+        timeout_s: float = 10.0,
+        num_workers: int | None = None,
+        sandbox: SandboxConfig | dict | None = None,
+        partial_credit: bool = False,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+        max_response_chars: int = MAX_RESPONSE_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(
+            levels=parse_levels(difficulty, allowed=(1, 2, 3, 4)),
+            size=size,
+            seed=seed,
+            instruction=instruction,
+            extract=extract,
+            timeout_s=timeout_s,
+            num_workers=num_workers,
+            sandbox=sandbox,
+            partial_credit=partial_credit,
+            ascii_operators=False,
+            max_prompt_chars=max_prompt_chars,
+            max_response_chars=max_response_chars,
+            render_mode=render_mode,
+        )
+
+    @cached_property
+    def _generators(self) -> dict[int, Any]:
+        from reasoning_gym.arithmetic.gsm_symbolic import gsm_symbolic as gs
+
+        return gs.GSMSymbolicDataset(gs.GSMSymbolicDatasetConfig(seed=0, size=1)).generators
+
+    def _make_problem(self, index: int) -> Problem:
+        level = level_for_index(self.levels, self.seed, index)
+        templates = gsm_templates_by_level()[level]
+        template = templates[rng_for(self.seed, index, 0x65).randrange(len(templates))]
+        example = self._generators[template](random.Random(mix_seed(self.seed, index)), 1.0)
+        question = example["question"] + _GSM_SUFFIX
+        entry = {"question": question, "answer": example["answer"], "metadata": {}}
+        metadata = {"dataset": "gsm_symbolic", "config": "{}", "entry": entry, "template": template}
+        return Problem(
+            f"gsm_symbolic/d{level}/{index:05d}",
+            self._prompt(question),
+            example["answer"],
+            float(level),
+            metadata,
+        )
+
+
+# -- Countdown ------------------------------------------------------------------------------
+class CountdownEnv(_RGymEnv):
+    """Reach a target with the given numbers (reasoning-gym ``countdown``); levels 1-4."""
+
+    def __init__(
+        self,
+        difficulty: int | str | list[int] = 1,
+        *,
+        size: int = 1000,
+        seed: int = 0,
+        instruction: str = COUNTDOWN_INSTRUCTION,
+        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
+        timeout_s: float = 10.0,
+        num_workers: int | None = None,
+        sandbox: SandboxConfig | dict | None = None,
+        partial_credit: bool = False,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+        max_response_chars: int = MAX_RESPONSE_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        super().__init__(
+            levels=parse_levels(difficulty, allowed=COUNTDOWN_LEVELS),
+            size=size,
+            seed=seed,
+            instruction=instruction,
+            extract=extract,
+            timeout_s=timeout_s,
+            num_workers=num_workers,
+            sandbox=sandbox,
+            partial_credit=partial_credit,
+            ascii_operators=True,
+            max_prompt_chars=max_prompt_chars,
+            max_response_chars=max_response_chars,
+            render_mode=render_mode,
+        )
+
+    @cached_property
+    def _datasets(self) -> dict[int, Any]:
+        from reasoning_gym.games.countdown import CountdownConfig, CountdownDataset
+
+        return {
+            level: CountdownDataset(
+                CountdownConfig(
+                    seed=mix_seed(self.seed, level) % 2**32,
+                    size=self.size,
+                    **COUNTDOWN_LEVELS[level],
+                )
+            )
+            for level in self.levels
+        }
+
+    def _make_problem(self, index: int) -> Problem:
+        level = level_for_index(self.levels, self.seed, index)
+        dataset = self._datasets[level]
+        for attempt in range(10):  # the generator gives up on rare seeds; try the next slot
+            try:
+                entry = dataset[index + attempt * self.size]
+                break
+            except ValueError:
+                continue
+        else:
+            raise RuntimeError(f"countdown: no problem could be generated for index {index}")
+        question = entry["question"].split("\n\nFinal answer format instructions:")[0]
+        metadata = {"dataset": "countdown", "config": "{}", "entry": entry}
+        return Problem(
+            f"countdown/d{level}/{index:05d}",
+            self._prompt(question),
+            entry["answer"],
+            float(level),
+            metadata,
+        )
+
+
+# -- Any reasoning-gym dataset ----------------------------------------------------------------
+def _config_json(config: Any) -> str:
+    fields = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in ("seed", "size")
+    }
+    try:
+        return json.dumps(fields, sort_keys=True)
+    except TypeError:
+        return "{}"  # not JSON-able: the scorer gets the dataset's default config
+
+
+class ReasoningGymEnv(_RGymEnv):
+    """Any reasoning-gym dataset by name, graded by that dataset's scorer.
+
+    dataset: reasoning-gym dataset name (``reasoning_gym.factory.DATASETS``).
+    config: overrides of the dataset's config dataclass.
+    difficulty: None (dataset defaults) or curriculum level(s), 1 = easiest.
+    partial_credit: reward = the scorer's fractional score.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "chain_sum",
+        *,
+        config: dict[str, Any] | None = None,
+        difficulty: int | str | list[int] | None = None,
+        size: int = 1000,
+        seed: int = 0,
+        instruction: str = FINAL_ANSWER_INSTRUCTION,
+        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
+        timeout_s: float = 10.0,
+        num_workers: int | None = None,
+        sandbox: SandboxConfig | dict | None = None,
+        partial_credit: bool = False,
+        max_prompt_chars: int = MAX_PROMPT_CHARS,
+        max_response_chars: int = MAX_RESPONSE_CHARS,
+        render_mode: str | None = None,
+    ) -> None:
+        import reasoning_gym.factory as factory
+
+        if dataset not in factory.DATASETS:
+            raise ValueError(
+                f"unknown reasoning-gym dataset {dataset!r}; see reasoning_gym.factory.DATASETS"
+            )
+        self.dataset_name, self.overrides = dataset, dict(config or {})
+        levels: tuple[int, ...] = (0,)
+        if difficulty is not None:
+            if not factory.has_curriculum(dataset):
+                raise ValueError(
+                    f"reasoning-gym dataset {dataset!r} has no curriculum; use difficulty=None"
+                )
+            curriculum = factory.create_curriculum(dataset)
+            top = max(len(attr.levels) for attr in curriculum.attributes.values())
+            levels = parse_levels(difficulty, allowed=range(1, top + 1))
+        super().__init__(
+            levels=levels,
+            size=size,
+            seed=seed,
+            instruction=instruction,
+            extract=extract,
+            timeout_s=timeout_s,
+            num_workers=num_workers,
+            sandbox=sandbox,
+            partial_credit=partial_credit,
+            ascii_operators=False,
+            max_prompt_chars=max_prompt_chars,
+            max_response_chars=max_response_chars,
+            render_mode=render_mode,
+        )
+        self._datasets = {level: self._build(level) for level in self.levels}
+
+    def _build(self, level: int) -> Any:
+        import reasoning_gym.factory as factory
+        from reasoning_gym.coaching.base_curriculum import (
+            DefaultCurriculumContext,
+            RangeAttributeMode,
+        )
+
+        seed = mix_seed(self.seed, level) % 2**32
+        dataset_cls, config_cls = factory.DATASETS[self.dataset_name]
+        if level == 0:
+            config = config_cls(**self.overrides)
+        else:
+            curriculum = factory.create_curriculum(self.dataset_name)
+            curriculum.set_global_level(level - 1)
+            context = DefaultCurriculumContext(mode=RangeAttributeMode.UPPER_BOUND)
+            config = curriculum.generate_configuration(context=context)
+            config = dataclasses.replace(config, **self.overrides)
+        config = dataclasses.replace(config, seed=seed, size=self.size)
+        if hasattr(config, "validate"):
+            config.validate()
+        return dataset_cls(config=config)
+
+    def _make_problem(self, index: int) -> Problem:
+        level = level_for_index(self.levels, self.seed, index)
+        dataset = self._datasets[level]
+        entry = dataset[index]
+        metadata = {
+            "dataset": self.dataset_name,
+            "config": _config_json(dataset.config),
+            "entry": entry,
+        }
+        tag = f"d{level}/" if level else ""
+        return Problem(
+            f"rg/{self.dataset_name}/{tag}{index:05d}",
+            self._prompt(entry["question"]),
+            str(entry["answer"]),
+            float(level),
+            metadata,
+        )

@@ -1,0 +1,221 @@
+"""Parent side of the sandbox: run untrusted Python once, or start a confined worker.
+
+``run_python(program, config)`` is the code verifier's primitive. It starts the supervisor
+(``supervisor.py``) in a new session, which confines and runs ``program`` through the
+harness (``harness.py``), and maps what happened to a :class:`RunReport` status:
+
+    passed         the program ran to the end (harness reported PASS with the nonce)
+    failed         an AssertionError (the tests rejected the solution)
+    error          any other exception ("detail" holds "Type: message"), or sandbox trouble
+    timeout        the wall-clock limit was hit; the whole process tree was SIGKILLed
+    cpu_limit      RLIMIT_CPU was hit (SIGXCPU/SIGKILL)
+    memory_limit   MemoryError under RLIMIT_AS
+    output_limit   a file (stdout/stderr included) grew past RLIMIT_FSIZE (SIGXFSZ)
+    early_exit     the program left before its tests finished (sys.exit/os._exit/SystemExit)
+    killed         ended by another signal (e.g. SIGKILL from itself, SIGSEGV)
+
+Thread-safe: no ``preexec_fn`` runs in this process (all confinement happens in the
+single-threaded supervisor), so it can be called from worker threads and Ray actors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from k15_envs.sandbox.config import SandboxConfig
+
+__all__ = ["RunReport", "run_python", "classify", "start_supervisor", "base_env"]
+
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+HARNESS = Path(__file__).with_name("harness.py")
+SUPERVISOR_GRACE_S = 15.0  # supervisor start-up + teardown allowance beyond the wall limit
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """Outcome of one sandboxed run (see the module docstring for ``status`` values)."""
+
+    status: str
+    detail: str = ""
+    returncode: int | None = None
+    signal: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    protections: tuple[str, ...] = ()
+
+
+def base_env() -> dict[str, str]:
+    """The scrubbed environment every sandboxed process starts from (no secrets)."""
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONHASHSEED": "0",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+def _python() -> str:
+    if not sys.executable:
+        raise RuntimeError("the sandbox needs sys.executable to start Python processes")
+    return sys.executable
+
+
+def _interpreter_paths() -> list[str]:
+    paths = [_python(), os.path.realpath(_python()), sysconfig.get_paths()["stdlib"]]
+    return [p for p in paths if p]
+
+
+def make_spec(
+    config: SandboxConfig,
+    argv: Sequence[str],
+    *,
+    files: dict[str, str] | None = None,
+    nonce: bool = False,
+    capture_output: bool = True,
+    pass_fds: Sequence[int] = (),
+    extra_env: dict[str, str] | None = None,
+) -> dict:
+    """The supervisor's JSON spec for one confined child."""
+    return {
+        "argv": list(argv),
+        "files": dict(files or {}),
+        "env": {**base_env(), **(extra_env or {})},
+        "limits": config.limits(),
+        "wall_time_s": config.wall_time_s,
+        "drop_privileges": config.drop_privileges,
+        "isolate_network": config.isolate_network,
+        "restrict_writes": config.restrict_writes,
+        "tmp_root": config.tmp_root,
+        "interpreter_paths": _interpreter_paths(),
+        "nonce": nonce,
+        "capture_output": capture_output,
+        "output_chars": config.max_output_chars,
+        "pass_fds": list(pass_fds),
+    }
+
+
+def start_supervisor(spec: dict, pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+    """Start the supervisor in its own session and hand it ``spec`` on stdin."""
+    proc = subprocess.Popen(
+        [_python(), "-I", "-S", "-B", str(SUPERVISOR)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        pass_fds=tuple(pass_fds),
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(spec).encode())
+        proc.stdin.close()
+    except OSError:
+        pass  # the supervisor died at start; its (missing) events say so
+    proc.stdin = None  # closed: communicate() must not touch it
+    return proc
+
+
+def parse_events(raw: bytes) -> list[dict]:
+    events = []
+    for line in raw.decode("utf-8", errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def kill_group(pgid: int | None) -> None:
+    if pgid is None or pgid <= 1:
+        return
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:
+        return f"signal {sig}"
+
+
+def classify(exit_event: dict, cpu_limit_s: float | None) -> tuple[str, str]:
+    """Map the supervisor's exit event to ``(status, detail)``."""
+    sig = exit_event.get("signal")
+    cpu = exit_event.get("cpu_s") or 0.0
+    result = exit_event.get("result")
+    exc_type = result.split(":", 1)[0].strip() if result else ""
+    if exit_event.get("passed"):
+        return "passed", ""
+    if exit_event.get("timed_out"):
+        return "timeout", "wall-clock limit"
+    if sig == signal.SIGXCPU or (
+        sig == signal.SIGKILL and cpu_limit_s is not None and cpu >= cpu_limit_s - 0.05
+    ):
+        return "cpu_limit", f"{cpu:.1f}s CPU"
+    # Python ignores SIGXFSZ, so a write past RLIMIT_FSIZE raises OSError EFBIG (errno 27).
+    if sig == signal.SIGXFSZ or (exc_type == "OSError" and "[Errno 27]" in (result or "")):
+        return "output_limit", "file size limit (stdout/stderr flood?)"
+    if exc_type == "MemoryError":
+        return "memory_limit", result or ""
+    if exc_type == "SystemExit":
+        return "early_exit", result or ""
+    if exc_type == "AssertionError":
+        return "failed", result or ""
+    if result:
+        return "error", result
+    if sig is not None:
+        return "killed", _signal_name(sig)
+    return "early_exit", f"exit code {exit_event.get('returncode')} before the tests finished"
+
+
+def run_python(program: str, config: SandboxConfig, *, tag: str | None = None) -> RunReport:
+    """Run ``program`` (solution and tests, one file) in the sandbox once."""
+    flags = ["-I", "-B"] + ([] if config.allow_site_packages else ["-S"])
+    argv = [_python(), *flags, "{tmp}/_harness.py", "{nonce_fd}", "{result_fd}"]
+    files = {"_harness.py": HARNESS.read_text(encoding="utf-8"), "program.py": program}
+    spec = make_spec(
+        config, argv, files=files, nonce=True, extra_env={"K15_SANDBOX_TAG": tag} if tag else None
+    )
+    proc = start_supervisor(spec)
+    limit = (config.wall_time_s or 3600.0) + SUPERVISOR_GRACE_S
+    try:
+        raw, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_group(proc.pid)
+        raw, _ = proc.communicate()
+        for event in parse_events(raw):
+            kill_group(event.get("pid"))
+        return RunReport("timeout", "supervisor did not finish; process groups killed")
+    events = parse_events(raw)
+    final = next((e for e in reversed(events) if e.get("event") in ("exit", "error")), None)
+    if final is None:
+        return RunReport("error", f"sandbox supervisor failed (exit code {proc.returncode})")
+    if final["event"] == "error":
+        return RunReport("error", str(final.get("message", "sandbox error")))
+    status, detail = classify(final, config.cpu_time_s)
+    return RunReport(
+        status=status,
+        detail=detail,
+        returncode=final.get("returncode"),
+        signal=final.get("signal"),
+        stdout=str(final.get("stdout", "")),
+        stderr=str(final.get("stderr", "")),
+        protections=tuple(final.get("protections", ())),
+    )

@@ -1,0 +1,140 @@
+"""Code verifier: runs the response's program against the problem's tests in the sandbox.
+
+Code extraction: the last fenced block (```` ```python ````, ```` ```py ```` or a bare
+fence) that defines the entry point, else the last fenced block, else the whole response
+as a completion of the prompt. The program is HumanEval's::
+
+    prompt + code + "\\n\\n" + test + "\\n\\ncheck(entry_point)\\n"
+
+(when the code defines the entry point itself, it is appended after the prompt with a
+newline, so the prompt's imports and helpers stay available and the new definition wins).
+
+Each run is confined by :func:`k15_envs.sandbox.run_python` (see ``SandboxConfig``); at
+most ``num_workers`` run at once (default ``min(2, cpu_count)``), however many threads
+call ``verify``. Sandbox outcomes map to reasons: passed -> ``correct``, failed assertion
+-> ``wrong``, and ``timeout``, ``cpu_limit``, ``memory_limit``, ``output_limit``,
+``early_exit``, ``killed``, ``error: <Type>: <message>``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from k15_envs.sandbox import CODE_DEFAULTS, SandboxConfig, default_pool_size, resolve_config
+from k15_envs.sandbox.runner import RunReport, run_python
+from k15_envs.types import Problem, Reason, Verdict, error_reason
+from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
+
+__all__ = ["CodeVerifier", "extract_code", "build_program"]
+
+_LANG_TAG = re.compile(r"^[ \t]*(?:python3?|py)?[ \t]*$", re.IGNORECASE)
+_STATUS_REASON = {
+    "failed": Reason.WRONG,
+    "timeout": Reason.TIMEOUT,
+    "cpu_limit": Reason.CPU_LIMIT,
+    "memory_limit": Reason.MEMORY_LIMIT,
+    "output_limit": Reason.OUTPUT_LIMIT,
+    "early_exit": Reason.EARLY_EXIT,
+    "killed": Reason.KILLED,
+}
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    """Contents of complete ```` ``` ```` fences (split-based: linear, no regex backtracking)."""
+    parts = text.split("```")
+    blocks = []
+    for index in range(1, len(parts) - 1, 2):
+        first, _, body = parts[index].partition("\n")
+        if _LANG_TAG.match(first):
+            blocks.append(body)
+        elif not body:
+            blocks.append(first)
+    return blocks
+
+
+def _defines(code: str, entry_point: str) -> bool:
+    pattern = rf"^(?:async\s+)?def\s+{re.escape(entry_point)}\s*\("
+    return re.search(pattern, code, re.MULTILINE) is not None
+
+
+def extract_code(response: str, entry_point: str) -> str | None:
+    """The code in ``response`` (see the module docstring), or None if there is none."""
+    blocks = _fenced_blocks(response)
+    if blocks:
+        defining = [b for b in blocks if _defines(b, entry_point)]
+        code = (defining or blocks)[-1]
+    else:
+        code = response
+        if "```" in code:  # an unclosed fence: keep what follows it
+            first, _, body = code.rsplit("```", 1)[1].partition("\n")
+            code = body if _LANG_TAG.match(first) else first + "\n" + body
+    return code if code.strip() else None
+
+
+def build_program(prompt: str, code: str, test: str, entry_point: str) -> str:
+    """HumanEval's program: prompt, code, tests, ``check(entry_point)``."""
+    joiner = "\n" if _defines(code, entry_point) else ""
+    return f"{prompt}{joiner}{code}\n\n{test}\n\ncheck({entry_point})\n"
+
+
+class _Runner:
+    """Per-process concurrency limit and thread pool for sandbox runs."""
+
+    def __init__(self, size: int) -> None:
+        self.slots = threading.BoundedSemaphore(size)
+        self.executor = ThreadPoolExecutor(size, thread_name_prefix="k15-code")
+
+    def run(self, program: str, config: SandboxConfig) -> RunReport:
+        with self.slots:
+            return run_python(program, config)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+@register_verifier(VerifierKind.CODE)
+class CodeVerifier(PooledVerifier):
+    """Sandboxed test execution.
+
+    sandbox: :class:`SandboxConfig` or a dict of overrides of ``CODE_DEFAULTS``.
+    num_workers: programs run at once (default ``min(2, cpu_count)``).
+    """
+
+    def __init__(
+        self, sandbox: SandboxConfig | dict | None = None, num_workers: int | None = None
+    ) -> None:
+        super().__init__()
+        self.sandbox = resolve_config(sandbox, CODE_DEFAULTS)
+        self.num_workers = default_pool_size() if num_workers is None else int(num_workers)
+        if self.num_workers < 1:
+            raise ValueError(f"num_workers ({self.num_workers}) must be >= 1")
+
+    def _create_resource(self) -> _Runner:
+        return _Runner(self.num_workers)
+
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        meta = problem.metadata
+        code = extract_code(response, meta["entry_point"])
+        if code is None:
+            return Verdict.failed(Reason.NO_ANSWER)
+        program = build_program(meta["prompt"], code, meta["test"], meta["entry_point"])
+        return _to_verdict(self._get_resource().run(program, self.sandbox), code)
+
+    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
+        if len(problems) != len(responses):
+            raise ValueError(f"{len(problems)} problems but {len(responses)} responses")
+        if len(problems) <= 1:
+            return [self.verify(p, r) for p, r in zip(problems, responses, strict=True)]
+        executor = self._get_resource().executor
+        return list(executor.map(self.verify, problems, responses))
+
+
+def _to_verdict(report: RunReport, code: str) -> Verdict:
+    if report.status == "passed":
+        return Verdict(1.0, True, code, Reason.CORRECT.value)
+    if report.status in _STATUS_REASON:
+        return Verdict.failed(_STATUS_REASON[report.status], code)
+    return Verdict.failed(error_reason(report.detail or report.status), code)

@@ -1,0 +1,125 @@
+"""``k15 eval``: Pass@1 and response length of a model on a reasoning env (token efficiency).
+
+    k15 eval --env k15/Arithmetic-v0 --model smollm2-135m-instruct --problems 64 --samples 4 \\
+        [--env-kwargs '{"difficulty": 1}'] [--runs R] [--seed S] [--max-tokens N] \\
+        [--temperature T] [--engine vllm|hf] [--label NAME] [--out results/eval.jsonl]
+
+Samples ``--samples`` responses for each of the first ``--problems`` problems, grades them
+with the env's verifier and prints Pass@1 (averaged over samples), its spread over runs,
+mean and percentile response tokens and throughput. Run ``r`` samples with seed
+``S + r``; the problems are the same in every run (they depend on the env's own ``seed``
+kwarg, default 0 — use another env seed than training's for a held-out set).
+
+Each run appends one JSON row to ``--out`` (JSON Lines) and to the CSV beside it, then the
+token-efficiency plot of every label in the file is redrawn next to it (``.png``):
+evaluate several models or methods with different ``--label``s into the same file to get
+the comparison plot of the Kimi k1.5 report's Figure 7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="Pass@1 vs response tokens of a model on a k15 env",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--env", default="k15/Arithmetic-v0", help="gymnasium env id (default: %(default)s)"
+    )
+    p.add_argument("--env-kwargs", default="{}", help="JSON kwargs for gym.make (default: {})")
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="registered name or HF directory"
+    )
+    p.add_argument("--problems", type=int, default=64, help="first N problems (default: 64)")
+    p.add_argument("--samples", type=int, default=4, help="responses per problem (default: 4)")
+    p.add_argument(
+        "--runs", type=int, default=1, help="independent runs, for the spread (default: 1)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="sampling seed of run 0 (default: 0)")
+    p.add_argument("--max-tokens", type=int, default=256, help="response token cap (default: 256)")
+    p.add_argument("--temperature", type=float, default=1.0, help="default: 1.0")
+    p.add_argument("--top-p", type=float, default=1.0, help="default: 1.0")
+    p.add_argument("--engine", choices=("vllm", "hf"), default="vllm", help="default: vllm")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (bf16 only with native bf16), float32, bfloat16"
+    )
+    p.add_argument("--label", help="name of this model/method in the results (default: --model)")
+    p.add_argument("--out", default="results/eval.jsonl", help="JSON Lines results file (appended)")
+    p.add_argument("--batch-problems", type=int, default=16, help="problems per generate call")
+    p.add_argument("--no-plot", action="store_true", help="don't redraw the PNG")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rllib_k15.engine import make_engine
+    from rllib_k15.evaluation import (
+        append_results,
+        evaluate,
+        make_row,
+        read_results,
+        summarize_runs,
+    )
+    from rllib_k15.long2short.sampling import make_env
+
+    env_kwargs = json.loads(args.env_kwargs)
+    if not isinstance(env_kwargs, dict):
+        raise SystemExit(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
+    if args.runs < 1:
+        raise SystemExit(f"--runs ({args.runs}) must be >= 1")
+    env = make_env(args.env, env_kwargs)
+    engine_kwargs: dict[str, Any] = {"seed": args.seed, "dtype": args.dtype}
+    if args.engine == "vllm":
+        engine_kwargs["max_model_len"] = args.max_tokens + 1024  # prompt headroom
+    engine = make_engine(args.engine, args.model, **engine_kwargs)
+    label = args.label or str(args.model)
+    rows = []
+    try:
+        for r in range(args.runs):
+            seed = args.seed + r
+            result = evaluate(
+                engine, env, num_problems=args.problems, samples=args.samples,
+                max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                seed=seed, batch_problems=args.batch_problems,
+            )  # fmt: skip
+            row = make_row(
+                result, label=label, run=r, seed=seed, model=str(args.model),
+                engine=args.engine, env=args.env, env_kwargs=env_kwargs,
+                max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+            )  # fmt: skip
+            append_results(args.out, [row])
+            rows.append(row)
+            print(
+                f"run {r} (seed {seed}): Pass@1 {100 * result.pass_at_1:.1f}%  "
+                f"tokens mean {result.mean_tokens:.1f} p50 {result.p50_tokens:.0f} "
+                f"p90 {result.p90_tokens:.0f} p99 {result.p99_tokens:.0f}  "
+                f"truncated {100 * result.truncated_fraction:.1f}%  "
+                f"{result.tokens_per_second:.1f} tok/s"
+            )
+    finally:
+        engine.close()
+        env.close()
+    (summary,) = summarize_runs(rows)
+    print(
+        f"{label}: Pass@1 {100 * summary.pass_at_1_mean:.1f} ± {100 * summary.pass_at_1_std:.1f}% "
+        f"over {summary.runs} run(s), mean tokens {summary.mean_tokens_mean:.1f} "
+        f"± {summary.mean_tokens_std:.1f}; results appended to {args.out}"
+    )
+    if not args.no_plot:
+        from rllib_k15.plotting import plot_token_efficiency
+
+        png = plot_token_efficiency(
+            summarize_runs(read_results([args.out])),
+            Path(args.out).with_suffix(".png"),
+            subtitle=f"{args.env} {json.dumps(env_kwargs)}, {args.samples} samples/problem",
+        )
+        print(f"plot: {png}")
+    return 0

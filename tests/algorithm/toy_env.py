@@ -1,0 +1,69 @@
+"""A toy reasoning env for learning tests of the training loop on a tiny random model.
+
+A random model cannot do arithmetic, so "learning" is checked on a task it solves by chance
+about a third of the time: the response is correct when its first non-space character is a
+lowercase letter n–z. Use it with a *peaked* tiny model (conftest.py) whose next-token
+distribution is concentrated on a few tokens, as a real LM's is; on the near-uniform
+random model over a 49k vocabulary, raising the mass of any token set takes hundreds of
+steps. The env implements the k15_envs.ReasoningEnv contract
+(problem / verify_batch) so the real EnvRunner, engine and learner run unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import gymnasium as gym
+from gymnasium import spaces
+
+ENV_ID = "k15test/FirstLetter-v0"
+
+
+@dataclass(frozen=True)
+class ToyProblem:
+    id: str
+    prompt: str
+    answer: str
+    difficulty: float
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToyVerdict:
+    reward: float
+    correct: bool
+    extracted_answer: str | None
+    reason: str
+
+
+class FirstLetterEnv(gym.Env):
+    def __init__(self, size: int = 32):
+        self.size = size
+        self.observation_space = spaces.Text(max_length=256)
+        self.action_space = spaces.Text(max_length=4096)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def problem(self, index: int) -> ToyProblem:
+        return ToyProblem(f"toy/{index}", f"Say a word number {index}.", "a", float(index % 2))
+
+    def verify(self, problem, response: str, *, truncated: bool = False) -> ToyVerdict:
+        text = response.strip()
+        ok = bool(text) and "n" <= text[0] <= "z"
+        return ToyVerdict(float(ok), ok, text[:1] or None, "correct" if ok else "wrong")
+
+    def verify_batch(self, problems, responses, truncated=None):
+        return [self.verify(p, r) for p, r in zip(problems, responses)]
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.problem(0).prompt, {}
+
+    def step(self, action):
+        verdict = self.verify(self.problem(0), action)
+        return "", verdict.reward, True, False, {"correct": verdict.correct}
+
+
+if ENV_ID not in gym.registry:
+    gym.register(ENV_ID, entry_point=FirstLetterEnv)

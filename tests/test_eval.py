@@ -1,0 +1,171 @@
+"""Token-efficiency evaluation: metrics, results files, the plot, and ``k15 eval`` end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rllib_k15.engine.base import Completion, RolloutEngine, SamplingParams
+from rllib_k15.evaluation import (
+    CSV_COLUMNS,
+    EvalResult,
+    append_results,
+    evaluate,
+    make_row,
+    pass_at_1,
+    read_results,
+    summarize_runs,
+    token_percentiles,
+)
+from rllib_k15.plotting import plot_token_efficiency
+
+gym = pytest.importorskip("gymnasium")
+k15_envs = pytest.importorskip("k15_envs")
+
+
+@pytest.mark.parametrize(
+    "correct,expected",
+    [
+        ([[True, True], [False, False]], 0.5),  # one solved, one not
+        ([[True, False, False, False]], 0.25),  # 1 of 4 samples
+        ([[True, False], [True, True, True, False]], (0.5 + 0.75) / 2),  # per-problem mean
+    ],
+)
+def test_pass_at_1(correct: list[list[bool]], expected: float) -> None:
+    assert pass_at_1(correct) == pytest.approx(expected)
+
+
+def test_pass_at_1_rejects_empty() -> None:
+    with pytest.raises(ValueError):
+        pass_at_1([[True], []])
+
+
+def test_token_percentiles_match_numpy() -> None:
+    lengths = [3, 17, 4, 99, 12, 12, 50]
+    assert token_percentiles(lengths, (50, 90, 99)) == pytest.approx(
+        np.percentile(lengths, [50, 90, 99]).tolist()
+    )
+
+
+class ScriptedEngine(RolloutEngine):
+    """Answers problem i correctly on sample j iff (i + j) % 2 == 0; 3-5 tokens each.
+
+    Sample 3 of every problem runs into the token cap (finish "length") with a correct
+    answer: truncated responses must count as wrong.
+    """
+
+    tokenizer = None
+
+    def __init__(self, env) -> None:
+        self.env = env
+        self.reseeds: list[int] = []
+
+    def encode_prompt(self, user_message: str) -> list[int]:
+        index = next(i for i in range(len(self.env)) if self.env.problem(i).prompt == user_message)
+        return [index]
+
+    def generate(self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams):
+        out = []
+        for (index,) in prompt_token_ids:
+            answer = self.env.problem(index).answer
+            group = []
+            for j in range(params.n):
+                wrong = str(int(answer) + 1)
+                text = f"\\boxed{{{answer if (index + j) % 2 == 0 else wrong}}}"
+                length = 3 + j % 3
+                reason = "length" if j == 3 else "stop"
+                group.append(Completion([1] * length, [-0.5] * length, text, reason))
+            out.append(group)
+        return out
+
+    def reseed(self, seed: int) -> None:
+        self.reseeds.append(seed)
+
+    def load_weights(self, state_dict) -> None:  # pragma: no cover - not used
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def arithmetic_env():
+    env = gym.make("k15/Arithmetic-v0", difficulty=1, size=20, seed=0)
+    yield env
+    env.close()
+
+
+def test_evaluate_scores_with_the_env_verifier(arithmetic_env) -> None:
+    engine = ScriptedEngine(arithmetic_env.unwrapped)
+    result = evaluate(
+        engine, arithmetic_env, num_problems=6, samples=4, seed=3, batch_problems=4, progress=False
+    )
+    assert engine.reseeds == [3]
+    # samples 0 and 2 are correct for even problems, sample 1 for odd ones; sample 3 would
+    # be correct for odd problems but is truncated -> 6 problems: (2 + 1 + 2 + 1 + 2 + 1) / 24
+    assert result.pass_at_1 == pytest.approx(9 / 24)
+    assert result.mean_reward == pytest.approx(9 / 24)
+    assert result.truncated_fraction == pytest.approx(0.25)
+    assert result.reasons == {"correct": 9, "truncated": 6, "wrong": 9}
+    assert result.mean_tokens == pytest.approx((3 + 4 + 5 + 3) / 4)
+    assert result.generated_tokens == 6 * 15 and result.num_problems == 6
+    assert result.tokens_per_second > 0
+
+
+def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
+    def result(p1: float, tokens: float) -> EvalResult:
+        return EvalResult(4, 2, p1, p1, tokens, tokens, tokens, tokens, 0.0, {"correct": 1},
+                          8, 1.0, 8.0, 1.5)  # fmt: skip
+
+    out = tmp_path / "res" / "eval.jsonl"
+    append_results(out, [make_row(result(0.5, 40), label="long", run=0, env_kwargs={"a": 1})])
+    append_results(out, [make_row(result(0.7, 60), label="long", run=1),
+                         make_row(result(0.6, 20), label="short", run=0)])  # fmt: skip
+    rows = read_results([out])
+    assert [r["label"] for r in rows] == ["long", "long", "short"]
+    assert list(rows[0])[: len(CSV_COLUMNS)] == list(CSV_COLUMNS)
+    with (tmp_path / "res" / "eval.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 3 and json.loads(table[0]["env_kwargs"]) == {"a": 1}  # one header
+    long, short = summarize_runs(rows)
+    assert (long.label, long.runs, short.runs) == ("long", 2, 1)
+    assert long.pass_at_1_mean == pytest.approx(0.6)
+    assert long.pass_at_1_std == pytest.approx(np.std([0.5, 0.7], ddof=1))
+    assert long.mean_tokens_mean == pytest.approx(50) and short.pass_at_1_std == 0.0
+    as_list = tmp_path / "list.json"  # a JSON list of rows reads the same
+    as_list.write_text(json.dumps(rows))
+    assert read_results([as_list]) == rows
+
+    png = plot_token_efficiency([long, short], tmp_path / "fig.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_token_efficiency([], tmp_path / "empty.png")
+
+
+def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    from rllib_k15.cli import main
+
+    out = tmp_path / "eval.jsonl"
+    common = ["eval", "--engine", "hf", "--dtype", "float32", "--model", str(tiny_model_dir),
+              "--problems", "2", "--samples", "2", "--max-tokens", "4",
+              "--out", str(out)]  # fmt: skip
+    assert main([*common, "--runs", "2", "--label", "tiny", "--seed", "5"]) == 0
+    assert main([*common, "--label", "tiny-again", "--no-plot"]) == 0
+    rows = read_results([out])
+    assert [(r["label"], r["run"], r["seed"]) for r in rows] == [
+        ("tiny", 0, 5), ("tiny", 1, 6), ("tiny-again", 0, 0)
+    ]  # fmt: skip
+    # a random model can't finish in 4 tokens: everything is truncated and wrong
+    assert all(r["pass_at_1"] == 0.0 and r["truncated_fraction"] == 1.0 for r in rows)
+    assert all(r["mean_tokens"] == 4 and r["env"] == "k15/Arithmetic-v0" for r in rows)
+    assert out.with_suffix(".png").is_file() and out.with_suffix(".csv").is_file()
+    assert "Pass@1 0.0 ± 0.0% over 2 run(s)" in capsys.readouterr().out
+
+    fig = tmp_path / "te.png"
+    assert main(["plot", "token-efficiency", str(out), "--out", str(fig)]) == 0
+    assert fig.is_file() and "tiny-again" in capsys.readouterr().out

@@ -44,8 +44,15 @@ TRAIN_TOKENS = "train_tokens"
 OPTIMIZER_RESETS = "optimizer_resets"
 
 
-def _micro_slices(n_rows: int, micro_batch_size: int) -> list[slice]:
-    return [slice(s, min(s + micro_batch_size, n_rows)) for s in range(0, n_rows, micro_batch_size)]
+def _micro_batches(attention_mask, micro_batch_size: int) -> list[tuple[Any, int]]:
+    """Row groups of at most ``micro_batch_size``, longest rows together, each with the width
+    (max real length) its padding can be trimmed to. Rows are sorted by length so short
+    responses are not padded to the longest one in the batch; the loss is a row mean, so
+    the order does not change it."""
+    lengths = np.asarray(attention_mask.sum(-1)).reshape(-1)
+    order = np.argsort(-lengths, kind="stable")
+    groups = [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
+    return [(idx, int(lengths[idx].max())) for idx in groups]
 
 
 class K15TorchLearner(TorchLearner):
@@ -77,12 +84,12 @@ class K15TorchLearner(TorchLearner):
         module.eval()
         input_ids, attention = columns[INPUT_IDS], columns[ATTENTION_MASK]
         out = np.zeros(input_ids.shape, dtype=np.float32)
-        for sl in _micro_slices(len(input_ids), self.config.micro_batch_size):
+        for rows, width in _micro_batches(attention, self.config.micro_batch_size):
             batch = {
-                INPUT_IDS: torch.as_tensor(input_ids[sl]),
-                ATTENTION_MASK: torch.as_tensor(attention[sl]),
+                INPUT_IDS: torch.as_tensor(input_ids[rows, :width]),
+                ATTENTION_MASK: torch.as_tensor(attention[rows, :width]),
             }
-            out[sl] = module.forward_train(batch)[TOKEN_LOGP].float().numpy()
+            out[rows, :width] = module.forward_train(batch)[TOKEN_LOGP].float().numpy()
         module.train(was_training)
         return out * columns[RESPONSE_MASK]
 
@@ -118,17 +125,18 @@ class K15TorchLearner(TorchLearner):
         for optim in self._optimizer_parameters:
             optim.zero_grad(set_to_none=True)
         total_loss = torch.zeros(())
-        slices = _micro_slices(n_rows, self.config.micro_batch_size)
-        for idx, sl in enumerate(slices):
-            micro = {k: v[sl] for k, v in module_batch.items()}
-            last = idx == len(slices) - 1
+        groups = _micro_batches(module_batch[ATTENTION_MASK], self.config.micro_batch_size)
+        for idx, (rows, width) in enumerate(groups):
+            rows = torch.as_tensor(rows)
+            micro = {k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in module_batch.items()}
+            last = idx == len(groups) - 1
             sync = contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
             with sync:
                 fwd_out = self.module.forward_train({module_id: micro})
                 loss = self.compute_loss_for_module(
                     module_id=module_id, config=self.config, batch=micro, fwd_out=fwd_out[module_id]
                 )
-                weighted = loss * (sl.stop - sl.start) / n_rows
+                weighted = loss * len(rows) / n_rows
                 weighted.backward()
             total_loss = total_loss + weighted.detach()
         grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}

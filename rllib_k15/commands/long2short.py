@@ -83,7 +83,12 @@ def _add_sampling_args(s: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--max-model-len", type=int, help="vLLM context length (default: max-tokens + 1024)"
     )
-    s.add_argument("--problems-per-call", type=int, default=16)
+    s.add_argument(
+        "--problems-per-call",
+        type=int,
+        default=16,
+        help="problems per engine call (x samples = completions in flight; default: 16)",
+    )
     s.add_argument("--save-samples", metavar="PATH", help="also write every graded sample")
     s.add_argument(
         "--from-samples",
@@ -91,7 +96,7 @@ def _add_sampling_args(s: argparse.ArgumentParser) -> None:
         help="reuse a --save-samples file instead of sampling (no --model/--env)",
     )
     s.add_argument("--out", required=True, help="output parquet file")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _error(command: str, err: BaseException) -> int:

@@ -112,6 +112,20 @@ def fake_rollouts(monkeypatch):
 # --- tests -------------------------------------------------------------------------------
 
 
+def test_k15_main_discovers_the_commands():
+    cli = pytest.importorskip("rllib_k15.cli")
+    parser = cli.build_parser()
+    merge = parser.parse_args(["long2short", "merge", "L", "S", "--out", "O"])
+    assert merge.func is l2s_cmd.run_merge and merge.alpha == 0.5
+    pairs = parser.parse_args(["long2short", "dpo-pairs", "--from-samples", "x", "--out", "y"])
+    assert pairs.func is l2s_cmd.run_dpo_pairs and pairs.length_ratio == 1.5
+    assert (
+        parser.parse_args(["sft", "--model", "m", "--data", "d", "--out", "o"]).func is sft_cmd.run
+    )
+    dpo = parser.parse_args(["dpo", "--model", "m", "--pairs", "p", "--out", "o"])
+    assert dpo.func is dpo_cmd.run and dpo.beta == 0.1
+
+
 def test_merge_command(tmp_path, capsys):
     long_dir, short_dir = save_tiny(tmp_path / "l", seed=1), save_tiny(tmp_path / "s", seed=2)
     assert (

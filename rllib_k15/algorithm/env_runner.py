@@ -40,9 +40,16 @@ GENERATION_TOKENS_PER_S = "generation_tokens_per_s"
 
 
 def make_reasoning_env(env_id: str, env_config: dict | None = None):
-    """``gym.make`` a k15 env; returns the wrapped env (its ``unwrapped`` is a ReasoningEnv)."""
+    """Make the env: an id registered with ``ray.tune.register_env`` (shipped to remote
+    EnvRunners by Ray, for your own envs), else ``gym.make`` (all ``k15/`` ids). Its
+    ``unwrapped`` must implement the k15_envs.ReasoningEnv contract."""
     import k15_envs  # noqa: F401  (registers the k15/ ids)
 
+    if ray.is_initialized():
+        from ray.tune.registry import ENV_CREATOR, _global_registry
+
+        if _global_registry.contains(ENV_CREATOR, env_id):
+            return _global_registry.get(ENV_CREATOR, env_id)(dict(env_config or {}))
     try:
         return gym.make(env_id, **(env_config or {}))
     except gym.error.Error as err:

@@ -19,9 +19,3 @@ def peaked_tiny_model_dir(tmp_path_factory, tiny_model_dir):
     load_tokenizer(tiny_model_dir).save_pretrained(out)
     return out
 
-
-@pytest.fixture(scope="session")
-def tiny_model_dir():  # TEMP until tests/conftest.py lands
-    from rllib_k15.models import resolve_model
-
-    return resolve_model("tiny-random-llama")

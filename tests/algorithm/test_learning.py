@@ -51,3 +51,19 @@ def test_opmd_raises_reward_on_toy_task(peaked_tiny_model_dir):
     assert all(np.isfinite(lr["total_loss"]) for lr in learners)
     assert learners[0]["grad_norm"] > 0  # the first batch has groups with reward variance
     assert [r["learners"]["optimizer_resets"] for r in results] == [1] * len(results)
+
+
+def test_remote_env_runner_gets_the_new_weights(peaked_tiny_model_dir):
+    """EnvRunner as a Ray actor: after each update its engine samples from the new policy,
+    so the learner's reference log-probs match the engine's sampling log-probs."""
+    from ray import cloudpickle
+    from ray.tune.registry import register_env
+
+    cloudpickle.register_pickle_by_value(toy_env)  # the actor cannot import the tests folder
+    register_env(toy_env.ENV_ID, toy_env.make_first_letter_env)
+    config = _config("hf", peaked_tiny_model_dir).env_runners(num_env_runners=1)
+    results, before, after = _train(config, iterations=2)
+    for result in results:
+        assert result["learners"]["logp_mismatch_mean_abs"] < 1e-3
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
+    assert any(not torch.equal(before[k], after[k]) for k in before)

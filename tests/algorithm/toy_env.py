@@ -67,3 +67,8 @@ class FirstLetterEnv(gym.Env):
 
 if ENV_ID not in gym.registry:
     gym.register(ENV_ID, entry_point=FirstLetterEnv)
+
+
+def make_first_letter_env(env_config: dict) -> FirstLetterEnv:
+    """Env creator for ``ray.tune.register_env`` (remote EnvRunners)."""
+    return FirstLetterEnv(**env_config)

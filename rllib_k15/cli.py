@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import pkgutil
 import sys
 from collections.abc import Sequence
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0:  # vLLM logs every engine detail at INFO; keep the terminal readable
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     func = getattr(args, "func", None)
     if func is None:  # a command group called without its subcommand
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])

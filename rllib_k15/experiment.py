@@ -23,9 +23,20 @@ from typing import Any
 __all__ = ["ExperimentSpec", "apply_sections", "load_experiment_file", "resolve_algorithm"]
 
 BUILDER_SECTIONS = (
-    "environment", "training", "env_runners", "learners", "rl_module", "debugging",
-    "resources", "framework", "evaluation", "reporting", "checkpointing", "fault_tolerance",
-    "api_stack", "callbacks",
+    "environment",
+    "training",
+    "env_runners",
+    "learners",
+    "rl_module",
+    "debugging",
+    "resources",
+    "framework",
+    "evaluation",
+    "reporting",
+    "checkpointing",
+    "fault_tolerance",
+    "api_stack",
+    "callbacks",
 )
 OTHER_KEYS = ("algo", "stop", "name")
 
@@ -47,7 +58,9 @@ def load_experiment_file(path: str | Path) -> ExperimentSpec:
     except (YAMLError, OmegaConfBaseException) as err:
         raise ValueError(f"{path}: not valid YAML/JSON: {err}") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of builder sections, got {type(raw).__name__}")
+        raise ValueError(
+            f"{path}: expected a mapping of builder sections, got {type(raw).__name__}"
+        )
     unknown = [k for k in raw if k not in BUILDER_SECTIONS + OTHER_KEYS]
     if unknown:
         raise ValueError(
@@ -60,7 +73,9 @@ def load_experiment_file(path: str | Path) -> ExperimentSpec:
             raise ValueError(f"{path}: section `{name}` must be a mapping, got {values!r}")
     stop = raw.get("stop") or {}
     if not isinstance(stop, dict):
-        raise ValueError(f"{path}: `stop` must be a mapping like {{training_iteration: 20}}, got {stop!r}")
+        raise ValueError(
+            f"{path}: `stop` must be a mapping like {{training_iteration: 20}}, got {stop!r}"
+        )
     return ExperimentSpec(sections=sections, stop=stop, algo=raw.get("algo"), source=str(path))
 
 
@@ -69,7 +84,9 @@ def apply_sections(config: Any, sections: dict[str, dict], source: str = "<confi
     for section, values in sections.items():
         method = getattr(config, section, None)
         if method is None or not callable(method):
-            raise ValueError(f"{source}: {type(config).__name__} has no builder section `{section}`")
+            raise ValueError(
+                f"{source}: {type(config).__name__} has no builder section `{section}`"
+            )
         allowed = _allowed_kwargs(config, section, method)
         bad = [k for k in values if allowed is not None and k not in allowed]
         if bad:
@@ -105,7 +122,9 @@ def resolve_algorithm(name: str):
     from ray.rllib.algorithms.registry import ALGORITHMS
 
     if name not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm `algo` ({name!r}); known: K15MirrorDescent, "
-                         f"{', '.join(sorted(ALGORITHMS))}")
+        raise ValueError(
+            f"unknown algorithm `algo` ({name!r}); known: K15MirrorDescent, "
+            f"{', '.join(sorted(ALGORITHMS))}"
+        )
     algo_cls, _ = ALGORITHMS[name]()
     return algo_cls

@@ -29,14 +29,16 @@ def _parse_json_arg(flag: str, text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {flag} is not valid JSON ({err.msg} at char {err.pos}): {text!r}")
+        raise SystemExit(
+            f"error: {flag} is not valid JSON ({err.msg} at char {err.pos}): {text!r}"
+        ) from None
     if not isinstance(value, dict):
         raise SystemExit(f"error: {flag} must be a JSON object, got {text!r}")
     return value
 
 
 def build_config_from_args(args: argparse.Namespace):
-    """Algorithm class, config and stop criteria from ``-f`` / ``--algo`` / ``--config`` / ``--stop``."""
+    """Algorithm class, config and stop criteria from -f / --algo / --config / --stop."""
     sections: dict[str, dict] = {}
     flat: dict[str, Any] = {}
     stop: dict[str, Any] = {}
@@ -86,7 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_config = tune.RunConfig(
         name=args.name,
         stop=stop,
-        storage_path=str(Path(args.storage_path).expanduser().resolve()) if args.storage_path else None,
+        storage_path=str(Path(args.storage_path).expanduser().resolve())
+        if args.storage_path
+        else None,
         checkpoint_config=tune.CheckpointConfig(
             checkpoint_frequency=args.checkpoint_freq,
             checkpoint_at_end=args.checkpoint_at_end,
@@ -98,8 +102,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     results = tuner.fit()
     errors = [r.error for r in results if r.error]
     for result in results:
-        print(f"trial finished: iterations={result.metrics.get('training_iteration')} "
-              f"checkpoint={result.checkpoint.path if result.checkpoint else None}")
+        print(
+            f"trial finished: iterations={result.metrics.get('training_iteration')} "
+            f"checkpoint={result.checkpoint.path if result.checkpoint else None}"
+        )
     return 1 if errors else 0
 
 
@@ -128,14 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rllib", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train an algorithm through Ray Tune")
-    train.add_argument("--algo", "--run", dest="algo", help="K15MirrorDescent or an RLlib algorithm (PPO, …)")
+    train.add_argument(
+        "--algo", "--run", dest="algo", help="K15MirrorDescent or an RLlib algorithm (PPO, …)"
+    )
     train.add_argument("--env", help="environment id, e.g. k15/Arithmetic-v0")
     train.add_argument("--config", help="JSON string, JSON file or YAML file with config fields")
-    train.add_argument("-f", "--config-file", dest="file", help="experiment file (YAML) with builder sections and stop")
-    train.add_argument("--stop", help='stop criteria as JSON, e.g. \'{"training_iteration": 20}\'')
-    train.add_argument("--checkpoint-freq", type=int, default=0, help="checkpoint every N iterations (0 = off)")
-    train.add_argument("--checkpoint-at-end", action="store_true", help="checkpoint when the trial ends")
-    train.add_argument("--keep-checkpoints", type=int, default=None, help="keep only the N newest checkpoints")
+    train.add_argument(
+        "-f",
+        "--config-file",
+        dest="file",
+        help="experiment file (YAML) with builder sections and stop",
+    )
+    train.add_argument("--stop", help="stop criteria as JSON, e.g. '{\"training_iteration\": 20}'")
+    train.add_argument(
+        "--checkpoint-freq", type=int, default=0, help="checkpoint every N iterations (0 = off)"
+    )
+    train.add_argument(
+        "--checkpoint-at-end", action="store_true", help="checkpoint when the trial ends"
+    )
+    train.add_argument(
+        "--keep-checkpoints", type=int, default=None, help="keep only the N newest checkpoints"
+    )
     train.add_argument("--storage-path", help="where Tune writes results (default ~/ray_results)")
     train.add_argument("--name", help="experiment name")
     train.set_defaults(func=cmd_train)

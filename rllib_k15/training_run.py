@@ -46,29 +46,39 @@ def summarize(result: dict) -> dict[str, float | None]:
     return row
 
 
-def run_training(config, iterations: int, out_dir: str | Path, evaluate_first: bool = True) -> list[dict]:
+def run_training(
+    config, iterations: int, out_dir: str | Path, evaluate_first: bool = True
+) -> list[dict]:
     """Build the algorithm, train ``iterations`` iterations, log, plot, checkpoint."""
     from rich.console import Console
     from rich.live import Live
-    from rich.table import Table
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     console = Console()
-    console.print(f"[bold]K15MirrorDescent[/] on {config.env} with {config.hf_model}, "
-                  f"{iterations} iterations -> {out}")
+    console.print(
+        f"[bold]K15MirrorDescent[/] on {config.env} with {config.hf_model}, "
+        f"{iterations} iterations -> {out}"
+    )
     algo = config.build_algo()
     rows: list[dict] = []
     try:
         if evaluate_first and config.eval_interval:
             start = time.perf_counter()
             base = algo.evaluate_held_out()
-            rows.append({"iteration": 0, "eval_pass@1": base["pass_at_1"],
-                         "eval_tokens": base["response_tokens_mean"],
-                         "seconds": time.perf_counter() - start})
+            rows.append(
+                {
+                    "iteration": 0,
+                    "eval_pass@1": base["pass_at_1"],
+                    "eval_tokens": base["response_tokens_mean"],
+                    "seconds": time.perf_counter() - start,
+                }
+            )
         table = _table(rows)
-        with Live(table, console=console, refresh_per_second=2) as live, \
-                open(out / "metrics.jsonl", "w") as log:
+        with (
+            Live(table, console=console, refresh_per_second=2) as live,
+            open(out / "metrics.jsonl", "w") as log,
+        ):
             for _ in range(iterations):
                 result = algo.train()
                 row = summarize(result)
@@ -79,7 +89,9 @@ def run_training(config, iterations: int, out_dir: str | Path, evaluate_first: b
         algo.save_to_path(str((out / "checkpoint").resolve()))
     finally:
         algo.stop()
-    plot_learning_curve(rows, out / "learning_curve.png", title=f"{config.hf_model} on {config.env}")
+    plot_learning_curve(
+        rows, out / "learning_curve.png", title=f"{config.hf_model} on {config.env}"
+    )
     console.print(f"learning curve: {out / 'learning_curve.png'}; checkpoint: {out / 'checkpoint'}")
     return rows
 
@@ -106,19 +118,32 @@ def plot_learning_curve(rows: list[dict], path: str | Path, title: str = "") -> 
     train = [r for r in rows if r.get("accuracy") is not None]
     evals = [r for r in rows if r.get("eval_pass@1") is not None]
     if train:
-        ax_acc.plot([r["iteration"] for r in train], [r["accuracy"] for r in train],
-                    "o-", label="train accuracy (k samples, T=1)")
+        ax_acc.plot(
+            [r["iteration"] for r in train],
+            [r["accuracy"] for r in train],
+            "o-",
+            label="train accuracy (k samples, T=1)",
+        )
     if evals:
-        ax_acc.plot([r["iteration"] for r in evals], [r["eval_pass@1"] for r in evals],
-                    "s--", label="held-out Pass@1")
+        ax_acc.plot(
+            [r["iteration"] for r in evals],
+            [r["eval_pass@1"] for r in evals],
+            "s--",
+            label="held-out Pass@1",
+        )
     ax_acc.set_xlabel("iteration")
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_ylim(0, 1)
     ax_acc.grid(alpha=0.3)
     ax_acc.legend()
     if train:
-        ax_len.plot([r["iteration"] for r in train], [r["tokens"] for r in train], "o-", color="C2",
-                    label="mean response tokens")
+        ax_len.plot(
+            [r["iteration"] for r in train],
+            [r["tokens"] for r in train],
+            "o-",
+            color="C2",
+            label="mean response tokens",
+        )
     ax_len.set_xlabel("iteration")
     ax_len.set_ylabel("tokens")
     ax_len.grid(alpha=0.3)

@@ -9,7 +9,8 @@ One ``training_step`` is one mirror-descent iteration i (DESIGN §2):
 
 Launch::
 
-    rllib train --algo K15MirrorDescent --env k15/Arithmetic-v0 --config tuned_examples/k15_arithmetic_smollm2.yaml
+    rllib train --algo K15MirrorDescent --env k15/Arithmetic-v0 \\
+        --config tuned_examples/quickstart_smollm2.yaml
     # or
     algo = K15Config().environment("k15/Arithmetic-v0").training(tau=0.1).build_algo(); algo.train()
 """
@@ -75,11 +76,16 @@ class K15MirrorDescent(Algorithm):
                 problem_index, [r.correct for r in rollouts if r.problem_index == problem_index]
             )
 
-        weight = length_penalty_weight(iteration, cfg.length_penalty_warmup_iters,
-                                       cfg.length_penalty_weight)
+        weight = length_penalty_weight(
+            iteration, cfg.length_penalty_warmup_iters, cfg.length_penalty_weight
+        )
         columns, stats = build_train_batch(
-            rollouts, pad_token_id=self._pad_token_id, tau=cfg.tau, baseline=cfg.baseline,
-            length_weight=weight, iteration=iteration,
+            rollouts,
+            pad_token_id=self._pad_token_id,
+            tau=cfg.tau,
+            baseline=cfg.baseline,
+            length_weight=weight,
+            iteration=iteration,
         )
         for name, value in stats.items():
             self.metrics.log_value((K15_RESULTS, name), value, window=1)
@@ -87,17 +93,24 @@ class K15MirrorDescent(Algorithm):
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             start = time.perf_counter()
             learner_results = self.learner_group.update(
-                batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=len(rollouts)),
+                batch=MultiAgentBatch(
+                    {DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=len(rollouts)
+                ),
                 minibatch_size=cfg.minibatch_size,
                 num_epochs=cfg.num_epochs,
                 shuffle_batch_per_epoch=cfg.num_epochs > 1,
-                timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)},
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0
+                    )
+                },
             )
             train_seconds = time.perf_counter() - start
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         n_train_tokens = float(columns["loss_mask"].sum())
-        self.metrics.log_value((K15_RESULTS, "train_tokens_per_s"), n_train_tokens / train_seconds, window=1)
+        self.metrics.log_value(
+            (K15_RESULTS, "train_tokens_per_s"), n_train_tokens / train_seconds, window=1
+        )
 
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             self.env_runner_group.sync_weights(
@@ -117,7 +130,12 @@ class K15MirrorDescent(Algorithm):
             return rollouts, [runner.get_metrics()]
         shards = [list(map(int, s)) for s in np.array_split(indices, n_remote)]
         funcs = [
-            (lambda er, s=shard: (er.sample(problem_indices=s, iteration=iteration), er.get_metrics()))
+            (
+                lambda er, s=shard: (
+                    er.sample(problem_indices=s, iteration=iteration),
+                    er.get_metrics(),
+                )
+            )
             for shard in shards
         ]
         results = group.foreach_env_runner(funcs, local_env_runner=False)
@@ -126,8 +144,11 @@ class K15MirrorDescent(Algorithm):
     def evaluate_held_out(self) -> dict[str, float]:
         """Held-out Pass@1 with the current weights (see ``eval_*`` config fields)."""
         cfg = self.config
-        kwargs = {"problem_indices": list(range(cfg.eval_problems)), "samples": cfg.eval_samples,
-                  "max_tokens": cfg.max_response_tokens}
+        kwargs = {
+            "num_problems": cfg.eval_problems,
+            "samples": cfg.eval_samples,
+            "max_tokens": cfg.max_response_tokens,
+        }
         if self.env_runner_group.num_healthy_remote_workers() == 0:
             return self.env_runner.evaluate(**kwargs)
         return self.env_runner_group.foreach_env_runner(

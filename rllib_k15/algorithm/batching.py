@@ -98,9 +98,7 @@ def build_train_batch(
         REWARDS: rewards.astype(np.float32),
         BASELINES: baselines.astype(np.float32),
     }
-    group_has_signal = [
-        np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)
-    ]
+    group_has_signal = [np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)]
     stats = {
         "reward_task_mean": float(task.mean()),
         "reward_total_mean": float(rewards.mean()),

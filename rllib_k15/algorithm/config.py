@@ -19,31 +19,103 @@ from rllib_k15.hardware import resolve_autocast
 # name -> (default, help). The single source of truth for K15 fields: defaults, docs
 # (README table, CLI help) and `training()` kwargs are all generated from it.
 K15_FIELDS: dict[str, tuple[Any, str]] = {
-    "hf_model": ("smollm2-135m-instruct", "Policy to train: a model-registry name (`k15 model list`) or a local HF directory."),
-    "loss": ("opmd", "Registered policy loss (rllib_k15.core.losses.LossType). `opmd` is Kimi k1.5 eq. (3)."),
-    "tau": (0.1, "τ of the KL(π_θ‖π_θi) regulariser. Larger keeps each iteration closer to π_θi (stabler, slower); smaller learns faster but lets the log-ratio grow."),
-    "baseline": ("mean", "Estimate of τ·log Z: `mean` reward (report's practical default, unbiased-ish, bounded) or `logsumexp` τ·log mean exp(r/τ) (exact for the surrogate but → max reward as τ → 0)."),
-    "samples_per_problem": (8, "k responses per problem. More samples = better baseline and more groups with reward variance, at linear generation cost."),
-    "problems_per_iteration": (16, "Problems sampled per iteration. Batch = problems × k responses."),
-    "max_response_tokens": (256, "Hard cap on response length; a response cut here is `truncated` and scores 0."),
-    "temperature": (1.0, "Sampling temperature of the rollout engine. 1.0 samples π_θi itself, which the OPMD derivation assumes."),
-    "top_p": (1.0, "Nucleus sampling; < 1 makes samples deviate from π_θi (biases the off-policy estimate)."),
-    "logprob_reduction": ("sum", "log π(y|x) as the `sum` of token log-probs (the report's sequence-level quantity) or the `token_mean` (length-normalised; weaker length bias, smaller gradient scale)."),
-    "length_penalty_weight": (0.0, "Weight of the Kimi length reward added to the task reward after warm-up. 0 disables it."),
-    "length_penalty_warmup_iters": (0, "Iterations without the length reward at the start (the report warms up so the penalty does not slow early learning)."),
-    "num_epochs": (1, "Passes over each iteration's batch. >1 moves further from π_θi per iteration (the τ term holds it back)."),
-    "minibatch_size": (32, "Responses per optimizer step. Batch / minibatch_size optimizer steps per epoch."),
-    "micro_batch_size": (8, "Responses per forward/backward pass (gradient accumulation). Lower saves memory, costs speed; no effect on the maths."),
-    "weight_decay": (0.0, "AdamW weight decay. RL fine-tuning usually uses 0: the τ term already anchors θ to the previous iterate."),
-    "adam_betas": ((0.9, 0.99), "AdamW betas. With a reset every iteration, a short β2 horizon lets the second moment warm up within one iteration."),
-    "reset_optimizer_each_iteration": (True, "Reset optimizer state at each iteration start (report §2.3.2: each iteration is a new problem). Off = moments carry over (ablation)."),
-    "autocast_bf16": ("auto", "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated (AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware)."),
-    "gradient_checkpointing": (False, "Recompute activations in backward: less memory for long responses, ~30% slower."),
-    "engine": ("vllm", "Rollout engine: `vllm` (product path) or `hf` (transformers.generate; reference, slow)."),
-    "engine_options": ({}, "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, max_model_len, enforce_eager)."),
-    "sampling": ({}, "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, hard_threshold, priority_floor."),
+    "hf_model": (
+        "smollm2-135m-instruct",
+        "Policy to train: a model-registry name (`k15 model list`) or a local HF directory.",
+    ),
+    "loss": (
+        "opmd",
+        "Registered policy loss (rllib_k15.core.losses.LossType). `opmd` is Kimi k1.5 eq. (3).",
+    ),
+    "tau": (
+        0.1,
+        "τ of the KL(π_θ‖π_θi) regulariser. Larger keeps each iteration closer to π_θi (stabler, slower); smaller learns faster but lets the log-ratio grow.",
+    ),
+    "baseline": (
+        "mean",
+        "Estimate of τ·log Z: `mean` reward (report's practical default, unbiased-ish, bounded) or `logsumexp` τ·log mean exp(r/τ) (exact for the surrogate but → max reward as τ → 0).",
+    ),
+    "samples_per_problem": (
+        8,
+        "k responses per problem. More samples = better baseline and more groups with reward variance, at linear generation cost.",
+    ),
+    "problems_per_iteration": (
+        16,
+        "Problems sampled per iteration. Batch = problems × k responses.",
+    ),
+    "max_response_tokens": (
+        256,
+        "Hard cap on response length; a response cut here is `truncated` and scores 0.",
+    ),
+    "temperature": (
+        1.0,
+        "Sampling temperature of the rollout engine. 1.0 samples π_θi itself, which the OPMD derivation assumes.",
+    ),
+    "top_p": (
+        1.0,
+        "Nucleus sampling; < 1 makes samples deviate from π_θi (biases the off-policy estimate).",
+    ),
+    "logprob_reduction": (
+        "sum",
+        "log π(y|x) as the `sum` of token log-probs (the report's sequence-level quantity) or the `token_mean` (length-normalised; weaker length bias, smaller gradient scale).",
+    ),
+    "length_penalty_weight": (
+        0.0,
+        "Weight of the Kimi length reward added to the task reward after warm-up. 0 disables it.",
+    ),
+    "length_penalty_warmup_iters": (
+        0,
+        "Iterations without the length reward at the start (the report warms up so the penalty does not slow early learning).",
+    ),
+    "num_epochs": (
+        1,
+        "Passes over each iteration's batch. >1 moves further from π_θi per iteration (the τ term holds it back).",
+    ),
+    "minibatch_size": (
+        32,
+        "Responses per optimizer step. Batch / minibatch_size optimizer steps per epoch.",
+    ),
+    "micro_batch_size": (
+        8,
+        "Responses per forward/backward pass (gradient accumulation). Lower saves memory, costs speed; no effect on the maths.",
+    ),
+    "weight_decay": (
+        0.0,
+        "AdamW weight decay. RL fine-tuning usually uses 0: the τ term already anchors θ to the previous iterate.",
+    ),
+    "adam_betas": (
+        (0.9, 0.99),
+        "AdamW betas. With a reset every iteration, a short β2 horizon lets the second moment warm up within one iteration.",
+    ),
+    "reset_optimizer_each_iteration": (
+        True,
+        "Reset optimizer state at each iteration start (report §2.3.2: each iteration is a new problem). Off = moments carry over (ablation).",
+    ),
+    "autocast_bf16": (
+        "auto",
+        "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated (AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware).",
+    ),
+    "gradient_checkpointing": (
+        False,
+        "Recompute activations in backward: less memory for long responses, ~30% slower.",
+    ),
+    "engine": (
+        "vllm",
+        "Rollout engine: `vllm` (product path) or `hf` (transformers.generate; reference, slow).",
+    ),
+    "engine_options": (
+        {},
+        "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, max_model_len, enforce_eager).",
+    ),
+    "sampling": (
+        {},
+        "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, hard_threshold, priority_floor.",
+    ),
     "eval_interval": (0, "Evaluate held-out Pass@1 every N iterations (0 = never)."),
-    "eval_problems": (32, "Held-out problems per evaluation (indices disjoint from training via `eval_env_config`)."),
+    "eval_problems": (
+        32,
+        "Held-out problems per evaluation (indices disjoint from training via `eval_env_config`).",
+    ),
     "eval_samples": (4, "Samples per held-out problem (Pass@1 is averaged over them)."),
     "eval_env_config": ({}, "env_config overrides for the held-out set (e.g. another seed)."),
 }
@@ -129,11 +201,21 @@ def _choice_error(name: str, value: Any, enum) -> str | None:
 
 def _field_errors(c: K15Config):
     """Yield one message per bad field, quoting the offending values."""
-    for name, enum in (("loss", LossType), ("baseline", Baseline), ("logprob_reduction", LogprobReduction)):
+    for name, enum in (
+        ("loss", LossType),
+        ("baseline", Baseline),
+        ("logprob_reduction", LogprobReduction),
+    ):
         if (msg := _choice_error(name, getattr(c, name), enum)) is not None:
             yield msg
-    for name in ("samples_per_problem", "problems_per_iteration", "max_response_tokens",
-                 "num_epochs", "minibatch_size", "micro_batch_size"):
+    for name in (
+        "samples_per_problem",
+        "problems_per_iteration",
+        "max_response_tokens",
+        "num_epochs",
+        "minibatch_size",
+        "micro_batch_size",
+    ):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             yield f"`{name}` ({value!r}) must be an integer >= 1"
@@ -149,15 +231,21 @@ def _field_errors(c: K15Config):
         yield f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an integer >= 0"
     if c.engine not in ("vllm", "hf"):
         yield f"`engine` ({c.engine!r}) must be 'vllm' or 'hf'"
-    batch = c.train_batch_size_per_iteration if isinstance(c.problems_per_iteration, int) and isinstance(c.samples_per_problem, int) else None
+    batch = (
+        c.train_batch_size_per_iteration
+        if isinstance(c.problems_per_iteration, int) and isinstance(c.samples_per_problem, int)
+        else None
+    )
     if batch and isinstance(c.minibatch_size, int) and c.minibatch_size > batch:
-        yield (f"`minibatch_size` ({c.minibatch_size}) must be <= problems_per_iteration × "
-               f"samples_per_problem ({c.problems_per_iteration} × {c.samples_per_problem} = {batch})")
+        yield (
+            f"`minibatch_size` ({c.minibatch_size}) must be <= problems_per_iteration × "
+            f"samples_per_problem ({c.problems_per_iteration} × {c.samples_per_problem} = {batch})"
+        )
     if c.samples_per_problem == 1 and c.loss == "opmd":
         yield "`samples_per_problem` (1) gives a zero advantage for every response; use >= 2"
     if c.env is None:
         yield "`env` is not set; call .environment('k15/Arithmetic-v0', env_config={...})"
     try:
-        c.model_path
+        _ = c.model_path
     except FileNotFoundError as err:
         yield f"`hf_model` ({c.hf_model!r}): {err}"

@@ -21,13 +21,12 @@ import time
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
+from ray.rllib.env import INPUT_ENV_SPACES
 from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
-from ray.rllib.env import INPUT_ENV_SPACES
 
 from rllib_k15.algorithm.batching import Rollout
 
@@ -54,8 +53,9 @@ def make_reasoning_env(env_id: str, env_config: dict | None = None):
         return gym.make(env_id, **(env_config or {}))
     except gym.error.Error as err:
         known = sorted(k for k in gym.registry if k.startswith("k15/"))
-        raise ValueError(f"environment `env` ({env_id!r}) cannot be made: {err}. "
-                         f"Registered k15 envs: {known}") from err
+        raise ValueError(
+            f"environment `env` ({env_id!r}) cannot be made: {err}. Registered k15 envs: {known}"
+        ) from err
 
 
 def module_state_to_hf(state: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +97,9 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         return seconds
 
     # ------------------------------------------------------------------ sampling
-    def sample(self, *, problem_indices: list[int] = (), iteration: int = 0, **kwargs) -> list[Rollout]:
+    def sample(
+        self, *, problem_indices: list[int] = (), iteration: int = 0, **kwargs
+    ) -> list[Rollout]:
         from rllib_k15.engine import SamplingParams
 
         if not problem_indices:
@@ -106,7 +108,9 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         problems = [self.reasoning_env.problem(int(i)) for i in problem_indices]
         prompt_ids = [self.engine.encode_prompt(p.prompt) for p in problems]
         params = SamplingParams(
-            n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p,
+            n=cfg.samples_per_problem,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
             max_tokens=cfg.max_response_tokens,
         )
         start = time.perf_counter()
@@ -148,28 +152,29 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(rollouts), reduce="lifetime_sum")
         return rollouts
 
-    def evaluate(self, *, problem_indices: list[int], samples: int, max_tokens: int) -> dict[str, float]:
-        """Pass@1 (mean over samples) and mean response tokens on the given problems."""
-        from rllib_k15.engine import SamplingParams
+    def evaluate(self, *, num_problems: int, samples: int, max_tokens: int) -> dict[str, float]:
+        """Held-out Pass@1 and tokens with the engine's current weights
+        (:func:`rllib_k15.evaluation.evaluate` on ``env_config`` + ``eval_env_config``)."""
+        from rllib_k15.evaluation import evaluate
 
         if self._eval_env is None:
             env_config = {**(self.config.env_config or {}), **self.config.eval_env_config}
             self._eval_env = make_reasoning_env(self.config.env, env_config).unwrapped
-        env = self._eval_env
-        problems = [env.problem(int(i)) for i in problem_indices]
-        prompt_ids = [self.engine.encode_prompt(p.prompt) for p in problems]
-        params = SamplingParams(n=samples, temperature=self.config.temperature, top_p=self.config.top_p,
-                                max_tokens=max_tokens)
-        completions = self.engine.generate(prompt_ids, params)
-        flat = [(i, c) for i, group in enumerate(completions) for c in group]
-        verdicts = env.verify_batch(
-            [problems[i] for i, _ in flat], [c.text for _, c in flat],
-            truncated=[c.finish_reason == "length" for _, c in flat],
+        result = evaluate(
+            self.engine,
+            self._eval_env,
+            num_problems=num_problems,
+            samples=samples,
+            max_tokens=max_tokens,
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            progress=False,
         )
         return {
-            "pass_at_1": float(np.mean([v.correct for v in verdicts])),
-            "response_tokens_mean": float(np.mean([len(c.token_ids) for _, c in flat])),
-            "num_problems": float(len(problems)),
+            "pass_at_1": result.pass_at_1,
+            "response_tokens_mean": result.mean_tokens,
+            "truncated_fraction": result.truncated_fraction,
+            "num_problems": float(result.num_problems),
         }
 
     # ------------------------------------------------------------------ RLlib plumbing

@@ -119,7 +119,7 @@ class K15TorchLearner(TorchLearner):
     # ----------------------------------------------------------------- one optimizer step
     def _uncompiled_update(self, batch: dict, **kwargs):
         """Gradient accumulation over micro-batches, then one optimizer step."""
-        (module_id, module_batch), = batch.items()
+        ((module_id, module_batch),) = batch.items()
         n_rows = len(module_batch[INPUT_IDS])
         module = self.module[module_id]
         for optim in self._optimizer_parameters:
@@ -128,9 +128,15 @@ class K15TorchLearner(TorchLearner):
         groups = _micro_batches(module_batch[ATTENTION_MASK], self.config.micro_batch_size)
         for idx, (rows, width) in enumerate(groups):
             rows = torch.as_tensor(rows)
-            micro = {k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in module_batch.items()}
+            micro = {
+                k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in module_batch.items()
+            }
             last = idx == len(groups) - 1
-            sync = contextlib.nullcontext() if last or not hasattr(module, "no_sync") else module.no_sync()
+            sync = (
+                contextlib.nullcontext()
+                if last or not hasattr(module, "no_sync")
+                else module.no_sync()
+            )
             with sync:
                 fwd_out = self.module.forward_train({module_id: micro})
                 loss = self.compute_loss_for_module(

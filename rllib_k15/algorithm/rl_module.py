@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_k15.core.sequences import token_logprobs
 from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, TOKEN_LOGP
+from rllib_k15.core.sequences import token_logprobs
 
 
 class CausalLMRLModule(TorchRLModule):

@@ -1,6 +1,6 @@
 """``k15 train``: train K15MirrorDescent in-process from an experiment file.
 
-    k15 train --config tuned_examples/quickstart_smollm2.yaml [--iterations 8] [--out runs/quickstart]
+    k15 train --config tuned_examples/quickstart_smollm2.yaml [--iterations 8] [--out DIR]
 
 Shows a live progress table, writes ``metrics.jsonl``, ``learning_curve.png`` and a final
 RLlib checkpoint. For Tune features (sweeps, checkpoint frequency) use ``rllib train``.
@@ -12,8 +12,12 @@ import argparse
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train K15MirrorDescent from an experiment file",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        "train",
+        help="train K15MirrorDescent from an experiment file",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, help="experiment YAML (builder sections + stop)")
     p.add_argument("--iterations", type=int, help="override stop.training_iteration")
     p.add_argument("--out", default="runs/k15", help="output directory")

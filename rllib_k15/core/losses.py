@@ -126,7 +126,10 @@ def opmd_loss(
 
 
 def opmd_surrogate(
-    logp: torch.Tensor, ref_logp: torch.Tensor, rewards: torch.Tensor, tau_log_z: torch.Tensor,
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    rewards: torch.Tensor,
+    tau_log_z: torch.Tensor,
     tau: float,
 ) -> torch.Tensor:
     """The report's surrogate mean_j (r_j − τ log Z − τ log π_θ(y_j)/π_θi(y_j))² (reference form).

@@ -18,4 +18,3 @@ def peaked_tiny_model_dir(tmp_path_factory, tiny_model_dir):
     model.save_pretrained(out)
     load_tokenizer(tiny_model_dir).save_pretrained(out)
     return out
-

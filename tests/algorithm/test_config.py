@@ -9,8 +9,11 @@ from rllib_k15.experiment import apply_sections, load_experiment_file, resolve_a
 
 
 def _config(**training):
-    return (K15Config().environment("k15/Arithmetic-v0")
-            .training(hf_model="tiny-random-llama", **training))
+    return (
+        K15Config()
+        .environment("k15/Arithmetic-v0")
+        .training(hf_model="tiny-random-llama", **training)
+    )
 
 
 @pytest.mark.parametrize(
@@ -45,13 +48,15 @@ def test_every_field_is_documented_and_settable():
 
 def test_experiment_file_maps_onto_builder(tmp_path):
     path = tmp_path / "exp.yaml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         algo: K15MirrorDescent
         environment: {env: k15/Arithmetic-v0, env_config: {difficulty: 1}}
         training: {tau: 0.3, samples_per_problem: 4, lr: 1.0e-5}
         debugging: {seed: 7}
         stop: {training_iteration: 3}
-    """))
+    """)
+    )
     spec = load_experiment_file(path)
     config = apply_sections(K15Config(), spec["sections"], spec["source"])
     assert (config.tau, config.samples_per_problem, config.lr, config.seed) == (0.3, 4, 1e-5, 7)

@@ -3,19 +3,26 @@
 import numpy as np
 import pytest
 import torch
+import toy_env
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
-import toy_env
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.batching import Rollout, build_train_batch
 
 
 def _learner(model_dir, **training):
     config = (
-        K15Config().environment(toy_env.ENV_ID)
-        .training(hf_model=str(model_dir), lr=1e-3, samples_per_problem=4, problems_per_iteration=2,
-                  minibatch_size=8, **training)
+        K15Config()
+        .environment(toy_env.ENV_ID)
+        .training(
+            hf_model=str(model_dir),
+            lr=1e-3,
+            samples_per_problem=4,
+            problems_per_iteration=2,
+            minibatch_size=8,
+            **training,
+        )
         .debugging(seed=0)
     )
     env = toy_env.FirstLetterEnv()
@@ -30,18 +37,29 @@ def _columns(seed=0, iteration=0):
     rollouts = []
     for j in range(8):
         n = int(rng.integers(2, 9))
-        rollouts.append(Rollout(
-            problem_index=j // 4, problem_id=str(j // 4), prompt_ids=rng.integers(5, 1000, 6).tolist(),
-            response_ids=rng.integers(5, 1000, n).tolist(), sample_logp=[-5.0] * n,
-            finish_reason="stop", reward=float(j % 2), correct=bool(j % 2), reason="",
-        ))
-    cols, _ = build_train_batch(rollouts, pad_token_id=0, tau=0.1, baseline="mean",
-                                length_weight=0.0, iteration=iteration)
+        rollouts.append(
+            Rollout(
+                problem_index=j // 4,
+                problem_id=str(j // 4),
+                prompt_ids=rng.integers(5, 1000, 6).tolist(),
+                response_ids=rng.integers(5, 1000, n).tolist(),
+                sample_logp=[-5.0] * n,
+                finish_reason="stop",
+                reward=float(j % 2),
+                correct=bool(j % 2),
+                reason="",
+            )
+        )
+    cols, _ = build_train_batch(
+        rollouts, pad_token_id=0, tau=0.1, baseline="mean", length_weight=0.0, iteration=iteration
+    )
     return cols
 
 
 def _update(learner, cols):
-    batch = MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch({k: v.copy() for k, v in cols.items()})}, 8)
+    batch = MultiAgentBatch(
+        {DEFAULT_MODULE_ID: SampleBatch({k: v.copy() for k, v in cols.items()})}, 8
+    )
     return learner.update(batch=batch, minibatch_size=8, num_epochs=1)
 
 
@@ -93,8 +111,9 @@ def test_tokens_outside_the_loss_mask_do_not_change_the_loss(tiny_model_dir):
         columns["ref_logp"] = learner.compute_reference_logprobs(columns)
         tensors = {k: torch.as_tensor(v) for k, v in columns.items()}
         fwd = module.forward_train(tensors)
-        return learner.compute_loss_for_module(module_id=DEFAULT_MODULE_ID, config=learner.config,
-                                               batch=tensors, fwd_out=fwd).item()
+        return learner.compute_loss_for_module(
+            module_id=DEFAULT_MODULE_ID, config=learner.config, batch=tensors, fwd_out=fwd
+        ).item()
 
     changed = {k: v.copy() for k, v in cols.items()}
     changed["input_ids"][np.arange(8), last] = 7  # rewrite the masked final tokens

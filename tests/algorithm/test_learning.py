@@ -6,10 +6,9 @@ variant is marked slow.
 """
 
 import numpy as np
-import pytest
 import torch
-
 import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
+
 from rllib_k15 import K15Config
 
 
@@ -18,9 +17,20 @@ def _config(engine: str, model_dir, **training):
     return (
         K15Config()
         .environment(toy_env.ENV_ID, env_config={"size": 64})
-        .training(hf_model=str(model_dir), engine=engine, engine_options=options,
-                  samples_per_problem=8, problems_per_iteration=8, max_response_tokens=1,
-                  minibatch_size=16, micro_batch_size=32, num_epochs=1, lr=3e-5, tau=0.1, **training)
+        .training(
+            hf_model=str(model_dir),
+            engine=engine,
+            engine_options=options,
+            samples_per_problem=8,
+            problems_per_iteration=8,
+            max_response_tokens=1,
+            minibatch_size=16,
+            micro_batch_size=32,
+            num_epochs=1,
+            lr=3e-5,
+            tau=0.1,
+            **training,
+        )
         .debugging(seed=0)
     )
 

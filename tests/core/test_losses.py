@@ -43,9 +43,7 @@ def test_opmd_gradient_matches_eq3_and_surrogate():
 
     logp = torch.log_softmax(theta, -1)[actions]
     ref_logp = torch.log_softmax(ref_theta, -1)[actions]
-    loss, _ = opmd_loss(
-        LossInputs(logp, ref_logp, rewards, rbar.expand(4)), LossParams(tau=tau)
-    )
+    loss, _ = opmd_loss(LossInputs(logp, ref_logp, rewards, rbar.expand(4)), LossParams(tau=tau))
     (grad_loss,) = torch.autograd.grad(loss, theta)
 
     # eq. (3) written as an explicit loop over the k samples
@@ -75,7 +73,9 @@ def test_opmd_at_reference_is_plain_baseline_policy_gradient():
 def test_sequence_logprob_reductions_and_masking():
     token_logp = torch.tensor([[0.0, -1.0, -2.0, -9.0], [0.0, -4.0, 0.0, 0.0]])
     mask = torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]])
-    torch.testing.assert_close(sequence_logprob(token_logp, mask, "sum"), torch.tensor([-3.0, -4.0]))
+    torch.testing.assert_close(
+        sequence_logprob(token_logp, mask, "sum"), torch.tensor([-3.0, -4.0])
+    )
     torch.testing.assert_close(
         sequence_logprob(token_logp, mask, LogprobReduction.TOKEN_MEAN), torch.tensor([-1.5, -4.0])
     )

@@ -1,0 +1,44 @@
+"""Export the policy of a K15MirrorDescent checkpoint to a plain Hugging Face directory.
+
+    k15 export runs/k15/checkpoint runs/k15/hf_model
+    python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('runs/k15/hf_model')"
+
+The RLModule inside an RLlib checkpoint (``learner_group/learner/rl_module/<module id>``) is
+rebuilt with ``RLModule.from_checkpoint`` (no Ray cluster, no engine) and its wrapped
+``transformers`` model is saved with ``save_pretrained`` together with the base model's
+tokenizer, so vLLM, ``k15 eval`` and any HF tool can load the result.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["export_checkpoint", "module_checkpoint_dir"]
+
+
+def module_checkpoint_dir(checkpoint: str | Path, module_id: str = "default_policy") -> Path:
+    """Where RLlib stores the RLModule inside an algorithm checkpoint (clear error if absent)."""
+    root = Path(checkpoint).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"checkpoint directory {str(root)!r} does not exist")
+    candidate = root / "learner_group" / "learner" / "rl_module" / module_id
+    if not candidate.is_dir():
+        raise FileNotFoundError(
+            f"{root} is not a K15MirrorDescent checkpoint: {candidate.relative_to(root)} is missing"
+        )
+    return candidate
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
+    import torch
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    from rllib_k15.models import load_tokenizer
+
+    module = RLModule.from_checkpoint(str(module_checkpoint_dir(checkpoint).resolve()))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = module.lm.to(getattr(torch, dtype))
+    model.save_pretrained(out)
+    load_tokenizer(module.model_config["model_path"]).save_pretrained(out)
+    return out

@@ -107,6 +107,18 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
         {},
         "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, max_model_len, enforce_eager).",
     ),
+    "repeat_detection": (
+        True,
+        "End responses that fell into a loop (rllib_k15.rollout.repetition: a periodic tail or a repeated n-gram). They are cut after one copy of the loop, not verified, and get `-repeat_penalty`. vLLM cannot stop a request mid-flight from Python, so the cut happens after generation: it saves training tokens and gives the penalty, not generation time.",
+    ),
+    "repeat_config": (
+        {},
+        "Overrides of RepetitionConfig (max_period, min_repeats, min_tokens, ngram_size, max_ngram_repeats).",
+    ),
+    "repeat_penalty": (
+        0.5,
+        "Reward of a looping response is −repeat_penalty (a wrong answer gets 0), so loops are pushed down harder than honest mistakes.",
+    ),
     "sampling": (
         {},
         "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, hard_threshold, priority_floor.",
@@ -229,6 +241,8 @@ def _field_errors(c: K15Config):
         yield f"`length_penalty_weight` ({c.length_penalty_weight!r}) must be >= 0"
     if not isinstance(c.length_penalty_warmup_iters, int) or c.length_penalty_warmup_iters < 0:
         yield f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an integer >= 0"
+    if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
+        yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     if c.engine not in ("vllm", "hf"):
         yield f"`engine` ({c.engine!r}) must be 'vllm' or 'hf'"
     batch = (

@@ -17,6 +17,7 @@ RLlib can include it in algorithm checkpoints (it has no state besides counters)
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
@@ -36,6 +37,8 @@ SCORING_SECONDS = "scoring_seconds"
 WEIGHT_SYNC_SECONDS = "weight_sync_seconds"
 GENERATED_TOKENS = "generated_tokens"
 GENERATION_TOKENS_PER_S = "generation_tokens_per_s"
+REPEATS_DETECTED = "repeats_detected"
+REPEAT_TOKENS_CUT = "repeat_tokens_cut"
 
 
 def make_reasoning_env(env_id: str, env_config: dict | None = None):
@@ -117,13 +120,14 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         completions = self.engine.generate(prompt_ids, params)
         gen_seconds = time.perf_counter() - start
 
-        flat = [(i, c) for i, group in enumerate(completions) for c in group]
+        flat = [(i, self._cut_loop(c)) for i, group in enumerate(completions) for c in group]
         start = time.perf_counter()
         verdicts = self.reasoning_env.verify_batch(
             [problems[i] for i, _ in flat],
             [c.text for _, c in flat],
-            truncated=[c.finish_reason == "length" for _, c in flat],
+            truncated=[c.finish_reason in ("length", "repeat") for _, c in flat],
         )
+        verdicts = [self._penalise_loop(c, v) for (_, c), v in zip(flat, verdicts)]
         score_seconds = time.perf_counter() - start
 
         rollouts = [
@@ -151,6 +155,35 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         self.metrics.log_value(GENERATION_TOKENS_PER_S, n_tokens / max(gen_seconds, 1e-9), window=1)
         self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, len(rollouts), reduce="lifetime_sum")
         return rollouts
+
+    def _cut_loop(self, completion):
+        """Cut a looping completion after one copy of its loop; finish_reason 'repeat'."""
+        if not self.config.repeat_detection:
+            return completion
+        from rllib_k15.engine import Completion
+        from rllib_k15.rollout.repetition import RepetitionConfig, detect_repetition
+
+        rule = RepetitionConfig(**self.config.repeat_config)
+        found = detect_repetition(completion.token_ids, rule)
+        if not found.triggered:
+            return completion
+        keep = found.cut
+        self.metrics.log_value(REPEATS_DETECTED, 1, reduce="sum")
+        self.metrics.log_value(REPEAT_TOKENS_CUT, len(completion.token_ids) - keep, reduce="sum")
+        ids = completion.token_ids[:keep]
+        return Completion(
+            token_ids=ids,
+            logprobs=completion.logprobs[:keep],
+            text=self.engine.tokenizer.decode(ids, skip_special_tokens=True),
+            finish_reason="repeat",
+        )
+
+    def _penalise_loop(self, completion, verdict):
+        if completion.finish_reason != "repeat":
+            return verdict
+        return dataclasses.replace(
+            verdict, reward=-float(self.config.repeat_penalty), correct=False, reason="repeat"
+        )
 
     def evaluate(self, *, num_problems: int, samples: int, max_tokens: int) -> dict[str, float]:
         """Held-out Pass@1 and tokens with the engine's current weights

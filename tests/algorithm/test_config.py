@@ -12,7 +12,7 @@ def _config(**training):
     return (
         K15Config()
         .environment("k15/Arithmetic-v0")
-        .training(hf_model="tiny-random-llama", **training)
+        .training(**{"hf_model": "tiny-random-llama", **training})
     )
 
 

@@ -6,6 +6,7 @@ variant is marked slow.
 """
 
 import numpy as np
+import pytest
 import torch
 import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
 
@@ -13,7 +14,9 @@ from rllib_k15 import K15Config
 
 
 def _config(engine: str, model_dir, **training):
-    options = {"dtype": "float32"} if engine == "hf" else {"dtype": "float32", "kv_cache_gib": 1}
+    options = {"dtype": "float32"}
+    if engine == "vllm":
+        options.update(kv_cache_gib=0.25, max_model_len=512, enforce_eager=True)
     return (
         K15Config()
         .environment(toy_env.ENV_ID, env_config={"size": 64})
@@ -76,4 +79,17 @@ def test_remote_env_runner_gets_the_new_weights(peaked_tiny_model_dir):
     for result in results:
         assert result["learners"]["logp_mismatch_mean_abs"] < 1e-3
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.slow
+def test_product_path_with_vllm_engine(peaked_tiny_model_dir):
+    """The real vLLM engine inside the EnvRunner: sampling, in-place weight sync, learning."""
+    results, before, after = _train(_config("vllm", peaked_tiny_model_dir), iterations=3)
+    accuracy = [r["k15"]["accuracy"] for r in results]
+    assert max(accuracy[1:]) > accuracy[0], accuracy
+    for result in results:
+        # engine and learner score the same tokens with the same (synced) fp32 weights
+        assert result["learners"]["logp_mismatch_mean_abs"] < 0.05
+        assert result["env_runners"]["generated_tokens"] > 0
     assert any(not torch.equal(before[k], after[k]) for k in before)

@@ -114,7 +114,11 @@ def plot_learning_curve(rows: list[dict], path: str | Path, title: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4))
+    for ax in (ax_acc, ax_len):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     train = [r for r in rows if r.get("accuracy") is not None]
     evals = [r for r in rows if r.get("eval_pass@1") is not None]
     if train:

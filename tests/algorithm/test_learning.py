@@ -84,12 +84,17 @@ def test_remote_env_runner_gets_the_new_weights(peaked_tiny_model_dir):
 
 @pytest.mark.slow
 def test_product_path_with_vllm_engine(peaked_tiny_model_dir):
-    """The real vLLM engine inside the EnvRunner: sampling, in-place weight sync, learning."""
-    results, before, after = _train(_config("vllm", peaked_tiny_model_dir), iterations=3)
-    accuracy = [r["k15"]["accuracy"] for r in results]
-    assert max(accuracy[1:]) > accuracy[0], accuracy
-    for result in results:
-        # engine and learner score the same tokens with the same (synced) fp32 weights
-        assert result["learners"]["logp_mismatch_mean_abs"] < 0.05
-        assert result["env_runners"]["generated_tokens"] > 0
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    """The real vLLM engine inside the EnvRunner: sampling, in-place weight sync, learning.
+
+    Runs in a child process: an in-process vLLM engine keeps process-global distributed
+    state, and this test must not disturb the session's shared engine (tests/conftest.py).
+    """
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).with_name("vllm_product_path.py")
+    done = subprocess.run([sys.executable, str(script), str(peaked_tiny_model_dir)],
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "PRODUCT PATH OK" in done.stdout

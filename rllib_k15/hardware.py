@@ -1,8 +1,10 @@
 """What the local hardware is good at, so precision defaults follow the machine.
 
-bf16 is only fast on CPUs with native bf16 matmul (AVX512-BF16 or AMX). Elsewhere (e.g.
-AVX2-only x86) PyTorch emulates it and a bf16 matmul is ~40× slower than fp32 — measured on
-one of this project's CI machines: 0.4 vs 14 GFLOP/s. "auto" settings use this module.
+bf16 is only fast on CPUs with native bf16 matmul (AVX512-BF16 or AMX); there it is ~4×
+faster than fp32. Elsewhere (e.g. AVX2-only x86) PyTorch emulates it and a bf16 matmul was
+measured 6–40× slower than fp32 on one of this project's CI machines (0.4–3 vs 14–20
+GFLOP/s, shared cores). Every "auto" precision (learner autocast, engine dtype) uses this
+module.
 """
 
 from __future__ import annotations

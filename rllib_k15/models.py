@@ -257,22 +257,10 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path)
 
 
 def preferred_dtype() -> str:
-    """The compute dtype to default to: "bfloat16" where bf16 matmuls are native (CUDA, or
-    a CPU with AVX512-BF16/AMX), else "float32".
+    """The compute dtype to default to; see :func:`rllib_k15.hardware.preferred_dtype`."""
+    from rllib_k15.hardware import preferred_dtype as _preferred
 
-    On a CPU without bf16 instructions torch emulates bf16 matmuls: measured on a 2-core
-    AVX2 EPYC, about 3 GFLOP/s in bf16 against about 20 GFLOP/s in fp32, so bf16 there is
-    several times *slower*. On AVX512-BF16 machines bf16 is ~4x faster than fp32.
-    """
-    import torch
-
-    if torch.cuda.is_available():
-        return "bfloat16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return "float32"
-    return "bfloat16" if {"avx512_bf16", "amx_bf16"} & set(flags) else "float32"
+    return _preferred()
 
 
 def _torch_dtype(dtype: torch.dtype | str) -> torch.dtype:

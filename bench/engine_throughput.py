@@ -27,7 +27,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--engines", default="vllm,hf")
-    parser.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile")
+    parser.add_argument(
+        "--enforce-eager",
+        action=argparse.BooleanOptionalAction,
+        help="vLLM with/without torch.compile (default: the engine's choice)",
+    )
     parser.add_argument("--out", default="bench/results/engine_throughput.json")
     args = parser.parse_args()
 
@@ -57,7 +61,7 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         tokens = sum(c.num_tokens for g in groups for c in g)
         row = {
-            "engine": kind, "enforce_eager": args.enforce_eager if kind == "vllm" else None,
+            "engine": kind, "enforce_eager": getattr(engine, "enforce_eager", None),
             "model": args.model, "dtype": dtype, "prompts": args.prompts,
             "samples": args.samples, "max_tokens": args.max_tokens, "start_seconds": start_s,
             "generated_tokens": tokens, "generate_seconds": seconds,

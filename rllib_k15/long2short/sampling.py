@@ -29,14 +29,10 @@ __all__ = ["make_env", "problem_indices", "sample_groups"]
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """The unwrapped reasoning env registered as ``env_id`` (imports ``k15_envs``)."""
-    import gymnasium as gym
+    """The unwrapped reasoning env registered as ``env_id`` (see rllib_k15.env_factory)."""
+    from rllib_k15.env_factory import make_reasoning_env
 
-    try:
-        import k15_envs  # noqa: F401  (registers the k15/* ids)
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("the k15-envs package is needed: pip install -e ./envs") from err
-    return gym.make(env_id, **(env_kwargs or {})).unwrapped
+    return make_reasoning_env(env_id, env_kwargs).unwrapped
 
 
 def problem_indices(num_available: int, num_problems: int | None, start: int = 0) -> range:

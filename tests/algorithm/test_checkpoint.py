@@ -2,11 +2,11 @@
 
 import numpy as np
 import torch
-from ray.rllib.algorithms.algorithm import Algorithm
-
 import toy_env  # noqa: F401
-from rllib_k15.export import export_checkpoint
+from ray.rllib.algorithms.algorithm import Algorithm
 from test_learning import _config
+
+from rllib_k15.export import export_checkpoint
 
 
 def test_save_restore_and_export(peaked_tiny_model_dir, tmp_path):

@@ -1,33 +1,23 @@
 """`k15 train` (what `make train` runs): progress log, learning-curve PNG, checkpoint."""
 
 import json
-import textwrap
 
 import toy_env
+
 from rllib_k15.cli import main
 
 
 def test_k15_train_writes_metrics_plot_and_checkpoint(peaked_tiny_model_dir, tmp_path):
-    experiment = tmp_path / "quick.yaml"
-    experiment.write_text(textwrap.dedent(f"""
-        environment: {{env: {toy_env.ENV_ID}, env_config: {{size: 16}}}}
-        training:
-          hf_model: {peaked_tiny_model_dir}
-          engine: hf
-          engine_options: {{dtype: float32}}
-          samples_per_problem: 4
-          problems_per_iteration: 4
-          max_response_tokens: 1
-          minibatch_size: 16
-          lr: 3.0e-5
-          eval_interval: 1
-          eval_problems: 4
-          eval_samples: 2
-        debugging: {{seed: 0}}
-        stop: {{training_iteration: 2}}
-    """))
+    experiment = toy_env.write_toy_experiment(
+        tmp_path / "quick.yaml",
+        peaked_tiny_model_dir,
+        iterations=2,
+        eval_interval=1,
+        eval_problems=4,
+        eval_samples=2,
+    )
     out = tmp_path / "run"
-    assert main(["train", "--config", str(experiment), "--out", str(out)]) == 0
+    assert main(["train", "--config", experiment, "--out", str(out)]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2]
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["eval_pass@1"] is not None for r in rows)

@@ -1,16 +1,15 @@
 """`rllib train` / `rllib evaluate` run K15MirrorDescent through Ray Tune, and Tune sweeps."""
 
 import json
-import textwrap
 
 import pytest
+import toy_env
 from ray import cloudpickle, tune
 from ray.tune.registry import register_env
+from test_learning import _config
 
-import toy_env
 from rllib_k15 import K15MirrorDescent
 from rllib_k15.rllib_cli import main
-from test_learning import _config
 
 
 @pytest.fixture(autouse=True)
@@ -21,30 +20,40 @@ def _toy_env_for_tune_actors():
 
 
 def test_rllib_train_and_evaluate_a_checkpoint(peaked_tiny_model_dir, tmp_path, capsys):
-    experiment = tmp_path / "exp.yaml"
-    experiment.write_text(textwrap.dedent(f"""
-        algo: K15MirrorDescent
-        environment: {{env: {toy_env.ENV_ID}, env_config: {{size: 16}}}}
-        training:
-          hf_model: {peaked_tiny_model_dir}
-          engine: hf
-          engine_options: {{dtype: float32}}
-          samples_per_problem: 4
-          problems_per_iteration: 4
-          max_response_tokens: 1
-          minibatch_size: 16
-          lr: 3.0e-5
-        debugging: {{seed: 0}}
-        stop: {{training_iteration: 1}}
-    """))
-    rc = main(["train", "-f", str(experiment), "--storage-path", str(tmp_path / "results"),
-               "--name", "cli", "--checkpoint-at-end"])
+    experiment = toy_env.write_toy_experiment(
+        tmp_path / "exp.yaml", peaked_tiny_model_dir, iterations=1
+    )
+    rc = main(
+        [
+            "train",
+            "-f",
+            experiment,
+            "--storage-path",
+            str(tmp_path / "results"),
+            "--name",
+            "cli",
+            "--checkpoint-at-end",
+        ]
+    )
     assert rc == 0
     checkpoints = sorted((tmp_path / "results" / "cli").glob("*/checkpoint_*"))
     assert checkpoints, "Tune wrote no checkpoint"
     out = tmp_path / "eval.jsonl"
-    assert main(["evaluate", str(checkpoints[-1]), "--problems", "4", "--samples", "2",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(checkpoints[-1]),
+                "--problems",
+                "4",
+                "--samples",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads(out.read_text().splitlines()[-1])
     assert 0.0 <= row["pass_at_1"] <= 1.0 and row["num_problems"] == 4
 
@@ -58,7 +67,8 @@ def test_bad_stop_json_is_reported(capsys):
 def test_tune_grid_search_over_tau(peaked_tiny_model_dir, tmp_path):
     config = _config("hf", peaked_tiny_model_dir).training(tau=tune.grid_search([0.05, 0.5]))
     results = tune.Tuner(
-        K15MirrorDescent, param_space=config,
+        K15MirrorDescent,
+        param_space=config,
         run_config=tune.RunConfig(stop={"training_iteration": 1}, storage_path=str(tmp_path)),
     ).fit()
     assert len(results) == 2 and not results.errors

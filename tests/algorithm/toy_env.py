@@ -72,3 +72,31 @@ if ENV_ID not in gym.registry:
 def make_first_letter_env(env_config: dict) -> FirstLetterEnv:
     """Env creator for ``ray.tune.register_env`` (remote EnvRunners)."""
     return FirstLetterEnv(**env_config)
+
+
+def write_toy_experiment(path, model_dir, *, iterations: int, **training) -> str:
+    """An experiment YAML (as users write them) that trains on this env with the HF engine."""
+    import json
+
+    fields = {
+        "hf_model": str(model_dir),
+        "engine": "hf",
+        "engine_options": {"dtype": "float32"},
+        "samples_per_problem": 4,
+        "problems_per_iteration": 4,
+        "max_response_tokens": 1,
+        "minibatch_size": 16,
+        "lr": 3.0e-5,
+        **training,
+    }
+    lines = [
+        "algo: K15MirrorDescent",
+        f"environment: {{env: {ENV_ID}, env_config: {{size: 16}}}}",
+        "training:",
+        *(f"  {key}: {json.dumps(value)}" for key, value in fields.items()),
+        "debugging: {seed: 0}",
+        f"stop: {{training_iteration: {iterations}}}",
+    ]
+    with open(path, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return str(path)

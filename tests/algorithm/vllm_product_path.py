@@ -6,7 +6,6 @@
 import sys
 
 import torch
-
 from test_learning import _config, _train
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ checkpoint is saved to ``<out>/checkpoint``.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ SHOWN_METRICS = {
     "eval_tokens": ("k15_eval", "response_tokens_mean"),
     "loss": ("learners", "default_policy", "total_loss"),
     "kl": ("learners", "default_policy", "kl_ref"),
-    "logp_gap": ("learners", "default_policy", "logp_mismatch_mean_abs"),
+    "logp_gap": ("learners", "logp_mismatch_mean_abs"),
     "gen_tok/s": ("env_runners", "generation_tokens_per_s"),
     "train_tok/s": ("k15", "train_tokens_per_s"),
 }
@@ -41,7 +42,9 @@ def summarize(result: dict) -> dict[str, float | None]:
     row: dict[str, float | None] = {"iteration": result.get("training_iteration")}
     for label, path in SHOWN_METRICS.items():
         value = _dig(result, path)
-        row[label] = float(value) if isinstance(value, (int, float)) else None
+        # RLlib reports NaN for a metric not logged this iteration (e.g. no eval ran)
+        numeric = isinstance(value, (int, float)) and not math.isnan(value)
+        row[label] = float(value) if numeric else None
     row["seconds"] = result.get("time_this_iter_s")
     return row
 
@@ -113,7 +116,6 @@ def plot_learning_curve(rows: list[dict], path: str | Path, title: str = "") -> 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4))

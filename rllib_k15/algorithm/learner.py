@@ -88,6 +88,7 @@ class K15TorchLearner(TorchLearner):
             batch = {
                 INPUT_IDS: torch.as_tensor(input_ids[rows, :width]),
                 ATTENTION_MASK: torch.as_tensor(attention[rows, :width]),
+                RESPONSE_MASK: torch.as_tensor(columns[RESPONSE_MASK][rows, :width]),
             }
             out[rows, :width] = module.forward_train(batch)[TOKEN_LOGP].float().numpy()
         module.train(was_training)

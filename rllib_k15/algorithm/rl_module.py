@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 
-from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, TOKEN_LOGP
-from rllib_k15.core.sequences import token_logprobs
+from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK, TOKEN_LOGP
+from rllib_k15.core.sequences import logits_to_keep, token_logprobs
 
 
 class CausalLMRLModule(TorchRLModule):
@@ -34,8 +34,13 @@ class CausalLMRLModule(TorchRLModule):
 
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         input_ids = batch[INPUT_IDS]
+        # With a response mask only the response positions need the vocabulary projection
+        # (half the tokens are prompt in short-answer tasks); log-probs elsewhere are 0.
+        keep = logits_to_keep(batch[RESPONSE_MASK]) if RESPONSE_MASK in batch else 0
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast_bf16):
-            logits = self.lm(input_ids=input_ids, attention_mask=batch[ATTENTION_MASK]).logits
+            logits = self.lm(
+                input_ids=input_ids, attention_mask=batch[ATTENTION_MASK], logits_to_keep=keep
+            ).logits
         return {TOKEN_LOGP: token_logprobs(logits, input_ids)}  # (B, T) float32
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["PackedSequences", "pack_sequences", "token_logprobs", "response_token_logprobs"]
+__all__ = [
+    "PackedSequences",
+    "logits_to_keep",
+    "pack_sequences",
+    "response_token_logprobs",
+    "token_logprobs",
+]
 
 
 @dataclass(frozen=True)
@@ -53,18 +59,39 @@ def pack_sequences(
 
 
 def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """log p(x_t | x_<t) for every position t >= 1; position 0 gets 0.
+    """log p(x_t | x_<t) for the positions the logits cover; every other position gets 0.
 
-    logits: (B, T, V) from a causal LM over ``input_ids`` (B, T).
-    Returns (B, T) float32; entry [b, t] is the log-prob of input_ids[b, t].
-    Computed as logit - logsumexp(logits) in float32 to avoid materialising a full
-    (B, T, V) log-softmax in low precision.
+    logits: (B, L, V) from a causal LM over ``input_ids`` (B, T), for the LAST L positions
+    (L = T for a full forward; L < T when the model ran with ``logits_to_keep=L``, which
+    skips the vocabulary projection of the prompt). With offset o = T - L, entry [b, t] for
+    t in (o, T) is logits[b, t-1-o, x_t] - logsumexp(logits[b, t-1-o]); entries t <= o are 0.
+    Returns (B, T) float32. Computed as logit - logsumexp in float32 to avoid materialising
+    a full (B, L, V) log-softmax in low precision.
     """
-    shifted = logits[:, :-1, :].float()  # (B, T-1, V)
-    targets = input_ids[:, 1:]  # (B, T-1)
-    picked = torch.gather(shifted, -1, targets.unsqueeze(-1)).squeeze(-1)  # (B, T-1)
-    out = picked - torch.logsumexp(shifted, dim=-1)  # (B, T-1)
-    return torch.nn.functional.pad(out, (1, 0), value=0.0)  # (B, T)
+    offset = input_ids.shape[1] - logits.shape[1]
+    if offset < 0:
+        raise ValueError(f"logits cover {logits.shape[1]} positions but input_ids has only "
+                         f"{input_ids.shape[1]}")
+    shifted = logits[:, :-1, :].float()  # (B, L-1, V)
+    targets = input_ids[:, offset + 1 :]  # (B, L-1)
+    picked = torch.gather(shifted, -1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+    out = picked - torch.logsumexp(shifted, dim=-1)  # (B, L-1)
+    return torch.nn.functional.pad(out, (offset + 1, 0), value=0.0)  # (B, T)
+
+
+def logits_to_keep(response_mask: torch.Tensor) -> int:
+    """How many trailing positions need logits to score every response token.
+
+    A response token at position t is predicted by the logits at t-1, so with f the first
+    response position over all rows, positions f-1 … T-1 are needed: T - f + 1 of them.
+    Returns T (all) when there is no response token or it starts at position 0.
+    """
+    total = response_mask.shape[1]
+    has_response = response_mask.any(dim=1)
+    if not bool(has_response.any()):
+        return total
+    first = int(response_mask[has_response].float().argmax(dim=1).min())
+    return total - max(first - 1, 0)
 
 
 def response_token_logprobs(model: torch.nn.Module, packed: PackedSequences) -> torch.Tensor:

@@ -23,8 +23,9 @@ def make_reasoning_env(env_id: str, env_config: dict[str, Any] | None = None) ->
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("the k15-envs package is needed: pip install -e ./envs") from err
 
-    ray = sys.modules.get("ray")  # only consult Ray's registry when Ray is in use
-    if ray is not None and ray.is_initialized():
+    # Ray's registry holds ids registered with ray.tune.register_env, before or after
+    # ray.init(); consult it only when Ray is in use (imported)
+    if sys.modules.get("ray") is not None:
         from ray.tune.registry import ENV_CREATOR, _global_registry
 
         if _global_registry.contains(ENV_CREATOR, env_id):

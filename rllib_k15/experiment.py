@@ -9,6 +9,7 @@ name, plus an optional ``stop`` dict and ``algo`` name::
     env_runners: {num_env_runners: 0}
     debugging: {seed: 0}
     stop: {training_iteration: 20}
+    run: {checkpoint_every: 5, keep_checkpoints: 3}   # optional, see RUN_FIELDS
 
 Loading is strict: an unknown section or field fails before any work starts, naming the
 file, the section and the field. Files are read with OmegaConf (YAML, so JSON works too).
@@ -38,11 +39,17 @@ BUILDER_SECTIONS = (
     "api_stack",
     "callbacks",
 )
-OTHER_KEYS = ("algo", "stop", "name")
+OTHER_KEYS = ("algo", "stop", "name", "run")
+# `run:` section: how a run is operated, not what is trained (docs/operating_long_runs.md)
+RUN_FIELDS = {
+    "checkpoint_every": "save a checkpoint every N iterations (and after the last one)",
+    "keep_checkpoints": "keep the newest N checkpoints, delete older ones",
+}
 
 
 class ExperimentSpec(dict):
-    """Parsed experiment file: ``sections`` (builder kwargs), ``stop``, ``algo``, ``source``."""
+    """Parsed experiment file: ``sections`` (builder kwargs), ``stop``, ``algo``, ``run``,
+    ``source``."""
 
 
 def load_experiment_file(path: str | Path) -> ExperimentSpec:
@@ -55,7 +62,12 @@ def load_experiment_file(path: str | Path) -> ExperimentSpec:
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    except (YAMLError, OmegaConfBaseException) as err:
+    except YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ValueError(f"{path}: {where}not valid YAML/JSON: {problem}") from None
+    except OmegaConfBaseException as err:
         raise ValueError(f"{path}: not valid YAML/JSON: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(
@@ -76,7 +88,19 @@ def load_experiment_file(path: str | Path) -> ExperimentSpec:
         raise ValueError(
             f"{path}: `stop` must be a mapping like {{training_iteration: 20}}, got {stop!r}"
         )
-    return ExperimentSpec(sections=sections, stop=stop, algo=raw.get("algo"), source=str(path))
+    run = raw.get("run") or {}
+    if not isinstance(run, dict):
+        raise ValueError(
+            f"{path}: `run` must be a mapping like {{checkpoint_every: 5}}, got {run!r}"
+        )
+    for key, value in run.items():
+        if key not in RUN_FIELDS:
+            raise ValueError(f"{path}: unknown field {key!r} in `run`; known: {list(RUN_FIELDS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{path}: `run.{key}` ({value!r}) must be an integer >= 1")
+    return ExperimentSpec(
+        sections=sections, stop=stop, algo=raw.get("algo"), run=run, source=str(path)
+    )
 
 
 def apply_sections(config: Any, sections: dict[str, dict], source: str = "<config>") -> Any:

@@ -1,7 +1,7 @@
 """Export the policy of a K15MirrorDescent checkpoint to a plain Hugging Face directory.
 
-    k15 export runs/k15/checkpoint runs/k15/hf_model
-    python -c "from transformers import AutoModelForCausalLM; AutoModelForCausalLM.from_pretrained('runs/k15/hf_model')"
+    k15 export runs/k15/checkpoint runs/k15/hf
+    python -c "import transformers as t; t.AutoModelForCausalLM.from_pretrained('runs/k15/hf')"
 
 The RLModule inside an RLlib checkpoint (``learner_group/learner/rl_module/<module id>``) is
 rebuilt with ``RLModule.from_checkpoint`` (no Ray cluster, no engine) and its wrapped

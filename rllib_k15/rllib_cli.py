@@ -6,6 +6,7 @@ Flags follow RLlib's former CLI::
         --config tuned_examples/k15_arithmetic_smollm2.yaml --stop '{"training_iteration": 20}'
     rllib train -f tuned_examples/k15_arithmetic_smollm2.yaml      # experiment file
     rllib train --algo PPO --env CartPole-v1 --stop '{"training_iteration": 2}'
+    rllib train --resume ~/ray_results/<exp> [--algo K15MirrorDescent]   # after a crash
     rllib evaluate ~/ray_results/<exp>/<trial>/checkpoint_000001 --problems 64 --samples 4
 
 ``train`` runs through Ray Tune (checkpoints, stop criteria, storage path), so results land
@@ -44,9 +45,11 @@ def build_config_from_args(args: argparse.Namespace):
     stop: dict[str, Any] = {}
     algo_name = args.algo
     sources = []
+    args.run_settings = {}  # `run:` section of the experiment file(s)
     if args.file:
         spec = load_experiment_file(args.file)
         sections, stop, algo_name = spec["sections"], spec["stop"], algo_name or spec["algo"]
+        args.run_settings.update(spec["run"])
         sources.append(spec["source"])
     if args.config:
         if Path(args.config).is_file():
@@ -54,6 +57,7 @@ def build_config_from_args(args: argparse.Namespace):
             for name, values in spec["sections"].items():
                 sections.setdefault(name, {}).update(values)
             stop = {**stop, **spec["stop"]}
+            args.run_settings.update(spec["run"])
             algo_name = algo_name or spec["algo"]
             sources.append(spec["source"])
         else:
@@ -80,11 +84,35 @@ def build_config_from_args(args: argparse.Namespace):
     return algo_cls, config, stop or {"training_iteration": 1}
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    algo_cls, config, stop = build_config_from_args(args)
-    config.validate()  # fail before Ray starts, with the offending field named
+def _resume(args: argparse.Namespace):
+    """Tuner of the experiment in ``args.resume``: unfinished and errored trials continue from
+    their latest checkpoint (Tune's own experiment state; see docs/operating_long_runs.md)."""
     from ray import tune
 
+    path = Path(args.resume).expanduser().resolve()
+    if not tune.Tuner.can_restore(str(path)):
+        raise FileNotFoundError(f"--resume: {str(path)!r} is not a Tune experiment directory")
+    algo_cls = resolve_algorithm(args.algo or "K15MirrorDescent")
+    return tune.Tuner.restore(str(path), trainable=algo_cls, resume_errored=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    if args.resume:
+        return _report(_resume(args).fit())
+    algo_cls, config, stop = build_config_from_args(args)
+    config.validate()  # fail before Ray starts, with the offending field named
+    if getattr(config, "env", None) and hasattr(config, "eval_env_config"):
+        from rllib_k15.training_run import preflight
+
+        preflight(config)  # env id, env_config, dataset files
+    from ray import tune
+
+    every = args.checkpoint_freq
+    if every is None:
+        every = args.run_settings.get("checkpoint_every", 0)
+    keep = args.keep_checkpoints
+    if keep is None:
+        keep = args.run_settings.get("keep_checkpoints")
     run_config = tune.RunConfig(
         name=args.name,
         stop=stop,
@@ -92,14 +120,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.storage_path
         else None,
         checkpoint_config=tune.CheckpointConfig(
-            checkpoint_frequency=args.checkpoint_freq,
+            checkpoint_frequency=every,
             checkpoint_at_end=args.checkpoint_at_end,
-            num_to_keep=args.keep_checkpoints,
+            num_to_keep=keep,
         ),
         verbose=1,
     )
     tuner = tune.Tuner(algo_cls, param_space=config, run_config=run_config)
-    results = tuner.fit()
+    return _report(tuner.fit())
+
+
+def _report(results) -> int:
     errors = [r.error for r in results if r.error]
     for result in results:
         print(
@@ -147,13 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--stop", help="stop criteria as JSON, e.g. '{\"training_iteration\": 20}'")
     train.add_argument(
-        "--checkpoint-freq", type=int, default=0, help="checkpoint every N iterations (0 = off)"
+        "--checkpoint-freq",
+        type=int,
+        default=None,
+        help="checkpoint every N iterations (0 = off; default: `run.checkpoint_every` or 0)",
     )
     train.add_argument(
         "--checkpoint-at-end", action="store_true", help="checkpoint when the trial ends"
     )
     train.add_argument(
-        "--keep-checkpoints", type=int, default=None, help="keep only the N newest checkpoints"
+        "--keep-checkpoints",
+        type=int,
+        default=None,
+        help="keep only the N newest checkpoints (default: `run.keep_checkpoints` or all)",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="EXPERIMENT_DIR",
+        help="continue a stopped/crashed `rllib train` experiment (Tuner.restore)",
     )
     train.add_argument("--storage-path", help="where Tune writes results (default ~/ray_results)")
     train.add_argument("--name", help="experiment name")

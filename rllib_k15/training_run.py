@@ -2,14 +2,19 @@
 
 This is what ``k15 train`` (and ``make train``) runs; ``rllib train`` runs the same
 Algorithm through Ray Tune instead. Each iteration appends one JSON line to
-``<out>/metrics.jsonl``; at the end ``<out>/learning_curve.png`` is drawn and the final
-checkpoint is saved to ``<out>/checkpoint``.
+``<out>/metrics.jsonl`` (with the problem indices the iteration trained on, in draw order;
+row 0 is the held-out evaluation before training when ``eval_interval`` is set);
+checkpoints are saved atomically every ``checkpoint_every`` iterations and rotated
+(:mod:`rllib_k15.checkpointing`); at the end ``<out>/learning_curve.png`` is drawn and
+``<out>/checkpoint`` points at the final checkpoint. ``resume=True`` continues a killed run
+from its latest checkpoint (docs/operating_long_runs.md).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +32,7 @@ SHOWN_METRICS = {
     "logp_gap": ("learners", "logp_mismatch_mean_abs"),
     "gen_tok/s": ("env_runners", "generation_tokens_per_s"),
     "train_tok/s": ("k15", "train_tokens_per_s"),
+    "runner_restarts": ("fault_tolerance", "num_remote_worker_restarts"),
 }
 
 
@@ -49,15 +55,65 @@ def summarize(result: dict) -> dict[str, float | None]:
     return row
 
 
+def preflight(config) -> None:
+    """Make the env (and the held-out env) once, before Ray or an engine starts, so a bad
+    env id, ``env_config`` field or dataset file fails first, naming what is wrong."""
+    from rllib_k15.env_factory import make_reasoning_env
+
+    configs = [("env_config", config.env_config or {})]
+    if config.eval_interval:
+        eval_config = {**(config.env_config or {}), **(config.eval_env_config or {})}
+        configs.append(("eval_env_config", eval_config))
+    for field, env_config in configs:
+        try:
+            env = make_reasoning_env(config.env, env_config)
+        except TypeError as err:  # gym passes env_config as keyword arguments
+            raise ValueError(
+                f"`{field}` ({env_config!r}) does not fit environment {config.env!r}: {err}"
+            ) from None
+        try:
+            if len(env.unwrapped) == 0:
+                raise ValueError(f"environment `env` ({config.env!r}) has no problems")
+            env.unwrapped.problem(0)
+        finally:
+            env.close()
+
+
 def run_training(
-    config, iterations: int, out_dir: str | Path, evaluate_first: bool = True
+    config,
+    iterations: int,
+    out_dir: str | Path,
+    evaluate_first: bool = True,
+    *,
+    checkpoint_every: int = 1,
+    keep_checkpoints: int = 2,
+    resume: bool = False,
 ) -> list[dict]:
-    """Build the algorithm, train ``iterations`` iterations, log, plot, checkpoint."""
+    """Build the algorithm, train until iteration ``iterations``, log, plot, checkpoint.
+
+    A checkpoint is saved every ``checkpoint_every`` iterations and after the last one,
+    keeping the newest ``keep_checkpoints`` (:class:`rllib_k15.checkpointing.CheckpointManager`).
+    ``resume=True`` continues ``out_dir`` from its latest checkpoint: the iteration count,
+    weights, problem buffer (statistics, sampler state) and metrics log continue as if the
+    run had never stopped.
+    """
     from rich.console import Console
     from rich.live import Live
 
+    from rllib_k15.checkpointing import CheckpointManager, read_metrics, truncate_metrics
+
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"`checkpoint_every` ({checkpoint_every!r}) must be an integer >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    checkpoints = CheckpointManager(out, keep=keep_checkpoints)
+    metrics_path = out / "metrics.jsonl"
+    latest = checkpoints.latest()
+    if not resume and (latest is not None or read_metrics(metrics_path)):
+        raise ValueError(
+            f"{out} holds an earlier run (metrics.jsonl or checkpoints); continue it with "
+            f"`k15 train --resume {out}` or choose another --out"
+        )
     console = Console()
     console.print(
         f"[bold]K15MirrorDescent[/] on {config.env} with {config.hf_model}, "
@@ -66,7 +122,12 @@ def run_training(
     algo = config.build_algo()
     rows: list[dict] = []
     try:
-        if evaluate_first and config.eval_interval:
+        if resume:
+            if latest is not None:
+                algo.restore_from_path(str(latest.resolve()))
+                console.print(f"resumed from {latest.resolve()} (iteration {algo.iteration})")
+            rows = truncate_metrics(metrics_path, algo.iteration)
+        if evaluate_first and config.eval_interval and algo.iteration == 0 and not rows:
             start = time.perf_counter()
             base = algo.evaluate_held_out()
             rows.append(
@@ -77,19 +138,21 @@ def run_training(
                     "seconds": time.perf_counter() - start,
                 }
             )
-        table = _table(rows)
-        with (
-            Live(table, console=console, refresh_per_second=2) as live,
-            open(out / "metrics.jsonl", "w") as log,
-        ):
-            for _ in range(iterations):
+            _append_row(metrics_path, rows[-1])
+        with Live(_table(rows), console=console, refresh_per_second=2) as live:
+            while algo.iteration < iterations:
                 result = algo.train()
                 row = summarize(result)
+                problems = getattr(algo, "last_problem_indices", None)
+                if problems is not None:
+                    row["problems"] = [int(i) for i in problems]
                 rows.append(row)
-                log.write(json.dumps(row) + "\n")
-                log.flush()
+                _append_row(metrics_path, row)
                 live.update(_table(rows))
-        algo.save_to_path(str((out / "checkpoint").resolve()))
+                if algo.iteration % checkpoint_every == 0 or algo.iteration >= iterations:
+                    checkpoints.save(algo.save_to_path, algo.iteration)
+        if checkpoints.latest() is None:  # e.g. `--iterations 0`
+            checkpoints.save(algo.save_to_path, algo.iteration)
     finally:
         algo.stop()
     plot_learning_curve(
@@ -97,6 +160,14 @@ def run_training(
     )
     console.print(f"learning curve: {out / 'learning_curve.png'}; checkpoint: {out / 'checkpoint'}")
     return rows
+
+
+def _append_row(path: Path, row: dict) -> None:
+    """One metrics row, flushed and fsynced before the iteration counts as logged."""
+    with open(path, "a") as log:
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
 
 
 def _table(rows: list[dict]):

@@ -7,6 +7,11 @@ One ``training_step`` is one mirror-descent iteration i (DESIGN §2):
       ─► LearnerGroup.update: ref log-probs of π_θi, optimizer reset, OPMD minibatch steps
       ─► sync_weights: θ_{i+1} into the EnvRunners' engines in place
 
+With partial rollouts on (``partial_rollout_max_tokens``) the sampling box becomes
+:func:`rllib_k15.rollout.driver.run_partial_iteration`: one segment per response, the
+unfinished ones kept in a driver-side :class:`~rllib_k15.rollout.groups.GroupStore`
+(checkpointed with the algorithm), and only groups whose k members all finished trained.
+
 Launch::
 
     rllib train --algo K15MirrorDescent --env k15/Arithmetic-v0 \\
@@ -35,14 +40,23 @@ from ray.rllib.utils.metrics import (
 
 from rllib_k15.algorithm.batching import Rollout, build_train_batch
 from rllib_k15.algorithm.config import K15Config
+from rllib_k15.algorithm.runner_sampling import reseed_engine, sample_shards, shard_seed
 from rllib_k15.core.rewards import length_penalty_weight
 from rllib_k15.env_factory import make_reasoning_env
+from rllib_k15.rollout.driver import run_partial_iteration
+from rllib_k15.rollout.groups import GroupStore
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 from rllib_k15.sampling.strategies import SamplingConfig
 
 K15_RESULTS = "k15"  # namespace of the iteration's reward/length statistics
 EVAL_RESULTS = "k15_eval"  # held-out Pass@1 and tokens
 PROBLEM_BUFFER_STATE = "problem_buffer"
+PARTIAL_ROLLOUTS_STATE = "partial_rollouts"  # the GroupStore of unfinished responses
+# this iteration's sampling wall time and its generation / scoring parts (K15_RESULTS);
+# generation and scoring are summed over EnvRunners (parallel remote runners: > wall time)
+SAMPLING_SECONDS, GENERATION_SECONDS = "sampling_seconds", "generation_seconds"
+SCORING_SECONDS = "scoring_seconds"
+ENV_RUNNER_SHARDS_REDONE = "env_runner_shards_redone"  # lifetime; restarts: fault_tolerance/*
 
 
 class K15MirrorDescent(Algorithm):
@@ -61,20 +75,46 @@ class K15MirrorDescent(Algorithm):
             difficulty, SamplingConfig(**self.config.sampling), seed=self.config.seed or 0
         )
         self._pad_token_id = _pad_token_id(self.config.model_path)
+        self.partial_groups: GroupStore | None = None
+        cfg = self.config
+        if cfg.partial_rollout_max_tokens:
+            segments = -(-cfg.max_response_tokens // cfg.partial_rollout_max_tokens)  # ceil
+            self.partial_groups = GroupStore(
+                cfg.partial_rollout_max_groups or cfg.problems_per_iteration * segments,
+                cfg.samples_per_problem,
+            )
 
     # ------------------------------------------------------------------ the iteration
     def training_step(self) -> None:
         cfg: K15Config = self.config
         iteration = self.training_iteration
-        indices = self.problem_buffer.sample(cfg.problems_per_iteration, iteration=iteration)
-
+        start = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            rollouts, runner_metrics = self._sample(indices, iteration)
+            if self.partial_groups is None:
+                indices = self.problem_buffer.sample(cfg.problems_per_iteration, iteration)
+                rollouts, runner_metrics = self._sample(indices, iteration)
+            else:
+                step = run_partial_iteration(
+                    self.partial_groups, self.problem_buffer,
+                    lambda idx, conts: self._sample(idx, iteration, conts),
+                    problems_per_iteration=cfg.problems_per_iteration, iteration=iteration,
+                )  # fmt: skip
+                indices, rollouts = step.new_problems, step.trained
+                runner_metrics = step.runner_output
+                for name, value in step.metrics.items():
+                    self.metrics.log_value((K15_RESULTS, name), value, window=1)
+        self.last_problem_indices = list(indices)  # new problems in draw order; `k15 train`
+        self._log_seconds(SAMPLING_SECONDS, time.perf_counter() - start)
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
-        for problem_index in indices:
+        for name in (GENERATION_SECONDS, SCORING_SECONDS):  # the runners' metric names too
+            self._log_seconds(name, self.metrics.peek((ENV_RUNNER_RESULTS, name), default=0.0))
+        for problem_index in dict.fromkeys(r.problem_index for r in rollouts):  # trained groups
             self.problem_buffer.record(
                 problem_index, [r.correct for r in rollouts if r.problem_index == problem_index]
             )
+        if not rollouts:  # partial rollouts: no group complete yet; the weights stay π_θi
+            self._maybe_evaluate(iteration)
+            return
 
         weight = length_penalty_weight(
             iteration, cfg.length_penalty_warmup_iters, cfg.length_penalty_weight
@@ -86,6 +126,7 @@ class K15MirrorDescent(Algorithm):
             baseline=cfg.baseline,
             length_weight=weight,
             iteration=iteration,
+            train_on_old_segments=cfg.partial_rollout_train_old_segments,
         )
         for name, value in stats.items():
             self.metrics.log_value((K15_RESULTS, name), value, window=1)
@@ -96,7 +137,7 @@ class K15MirrorDescent(Algorithm):
                 batch=MultiAgentBatch(
                     {DEFAULT_MODULE_ID: SampleBatch(columns)}, env_steps=len(rollouts)
                 ),
-                minibatch_size=cfg.minibatch_size,
+                minibatch_size=even_minibatch_size(len(rollouts), cfg.minibatch_size),
                 num_epochs=cfg.num_epochs,
                 shuffle_batch_per_epoch=cfg.num_epochs > 1,
                 timesteps={
@@ -111,35 +152,71 @@ class K15MirrorDescent(Algorithm):
         self.metrics.log_value(
             (K15_RESULTS, "train_tokens_per_s"), n_train_tokens / train_seconds, window=1
         )
+        # this iteration's seconds (RLlib's TIMERS are EMAs with coefficient 0.01)
+        self.metrics.log_value((K15_RESULTS, "learner_update_seconds"), train_seconds, window=1)
 
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+            start = time.perf_counter()
             self.env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group, inference_only=True
             )
+        sync_seconds = time.perf_counter() - start
+        self.metrics.log_value((K15_RESULTS, "weight_sync_seconds"), sync_seconds, window=1)
 
-        if cfg.eval_interval and (iteration + 1) % cfg.eval_interval == 0:
+        self._maybe_evaluate(iteration)
+
+    def _log_seconds(self, name: str, seconds: float) -> None:
+        self.metrics.log_value((K15_RESULTS, name), float(seconds), window=1)
+
+    def _maybe_evaluate(self, iteration: int) -> None:
+        if self.config.eval_interval and (iteration + 1) % self.config.eval_interval == 0:
             for name, value in self.evaluate_held_out().items():
                 self.metrics.log_value((EVAL_RESULTS, name), value, window=1)
 
-    def _sample(self, indices: list[int], iteration: int) -> tuple[list[Rollout], list]:
+    def _sample(
+        self, indices: list[int], iteration: int, continuations: dict | None = None
+    ) -> tuple[list[Rollout], list]:
+        """Sample ``indices`` on the EnvRunners. With ``continuations`` (partial rollouts:
+        problem -> unfinished responses) one segment per response (``sample_segments``);
+        the returned items are then finished Rollouts and unfinished PartialRollouts."""
         group = self.env_runner_group
-        n_remote = group.num_healthy_remote_workers()
-        if n_remote == 0:
-            runner = self.env_runner
-            rollouts = runner.sample(problem_indices=indices, iteration=iteration)
-            return rollouts, [runner.get_metrics()]
-        shards = [list(map(int, s)) for s in np.array_split(indices, n_remote)]
-        funcs = [
-            (
-                lambda er, s=shard: (
-                    er.sample(problem_indices=s, iteration=iteration),
-                    er.get_metrics(),
-                )
-            )
-            for shard in shards
-        ]
-        results = group.foreach_env_runner(funcs, local_env_runner=False)
+        seed = self.config.seed or 0
+
+        def call(er, shard_index: int, shard: list[int]):  # runs in the EnvRunner
+            reseed_engine(er, shard_seed(seed, iteration, shard_index))
+            if continuations is not None:
+                conts = {p: continuations[p] for p in shard if p in continuations}
+                return er.sample_segments(shard, conts, iteration), er.get_metrics()
+            return er.sample(problem_indices=shard, iteration=iteration), er.get_metrics()
+
+        if group.num_remote_env_runners() == 0:
+            rollouts, metrics = call(self.env_runner, 0, list(indices))
+            return rollouts, [metrics]
+        n_shards = max(1, group.num_healthy_remote_workers())
+        shards = [list(map(int, s)) for s in np.array_split(indices, n_shards)]
+        results, redone = sample_shards(
+            group,
+            shards,
+            call,
+            restore=lambda: self.restore_env_runners(group),
+            restore_timeout_s=self.config.env_runner_restore_timeout_s,
+        )
+        self.metrics.log_value(
+            (K15_RESULTS, ENV_RUNNER_SHARDS_REDONE), redone, reduce="lifetime_sum"
+        )
         return [r for rs, _ in results for r in rs], [m for _, m in results]
+
+    def restore_env_runners(self, env_runner_group) -> list[int]:
+        """RLlib's restore plus the learner's weights: a restarted runner's engine starts
+        from the base model, and the local runner's state RLlib copies holds no weights."""
+        restored = super().restore_env_runners(env_runner_group)
+        if restored:
+            env_runner_group.sync_weights(
+                from_worker_or_learner_group=self.learner_group,
+                to_worker_indices=restored,
+                inference_only=True,
+            )
+        return restored
 
     def evaluate_held_out(self) -> dict[str, float]:
         """Held-out Pass@1 with the current weights (see ``eval_*`` config fields)."""
@@ -159,12 +236,35 @@ class K15MirrorDescent(Algorithm):
     def get_state(self, components=None, *, not_components=None, **kwargs):
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[PROBLEM_BUFFER_STATE] = self.problem_buffer.get_state()
+        if self.partial_groups is not None:
+            state[PARTIAL_ROLLOUTS_STATE] = self.partial_groups.get_state()
         return state
 
     def set_state(self, state) -> None:
+        saved = state.get(PARTIAL_ROLLOUTS_STATE)
+        if saved and saved["groups"] and self.partial_groups is None:
+            raise ValueError(
+                f"the checkpoint holds {len(saved['groups'])} groups of unfinished partial "
+                "rollouts but `partial_rollout_max_tokens` is off; turn it on to restore them"
+            )
         super().set_state(state)
         if PROBLEM_BUFFER_STATE in state:
             self.problem_buffer.set_state(state[PROBLEM_BUFFER_STATE])
+        if saved is not None and self.partial_groups is not None:
+            self.partial_groups.set_state(saved)
+
+
+def even_minibatch_size(n_rows: int, minibatch_size: int) -> int:
+    """Minibatch size for a batch of ``n_rows``: m = ⌈n_rows / minibatch_size⌉ minibatches of
+    ⌈n_rows / m⌉ rows.
+
+    RLlib cycles through the batch to fill every minibatch to the exact size, so a batch
+    that is not a multiple of it would have rows trained twice. With partial rollouts the
+    batch (the groups complete this iteration) varies; e.g. 40 rows with minibatch_size 32
+    become 2 × 20 instead of 32 + (8 + 24 repeated). At most m − 1 rows repeat.
+    """
+    m = -(-n_rows // minibatch_size)
+    return -(-n_rows // m)
 
 
 def _pad_token_id(model_path: str) -> int:

@@ -8,6 +8,11 @@ masks, the engine's sampling log-probs, the shaped reward and its problem's base
 
 The baseline is computed over the whole group here, before RLlib splits the batch into
 minibatches, so minibatches need not keep groups together.
+
+Partial rollouts: a response continued over several iterations carries the iteration of
+each token (``token_iterations``). With ``train_on_old_segments=False`` the loss mask keeps
+only the tokens of the current iteration (:func:`rllib_k15.rollout.partial.loss_mask`); the
+response mask, and so the learner's reference log-probs, always cover the whole response.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import numpy as np
 from rllib_k15.algorithm.columns import (
     ATTENTION_MASK,
     BASELINES,
+    CORRECT,
+    GROUP_IDS,
     INPUT_IDS,
     LOSS_MASK,
     RESPONSE_MASK,
@@ -27,6 +34,7 @@ from rllib_k15.algorithm.columns import (
     SAMPLE_LOGP,
 )
 from rllib_k15.core.rewards import Baseline, grouped_baselines, grouped_length_rewards
+from rllib_k15.rollout.partial import loss_mask as segment_loss_mask
 
 __all__ = ["Rollout", "build_train_batch"]
 
@@ -48,6 +56,8 @@ class Rollout:
     # training iteration that generated each response token (partial rollouts span several)
     token_iterations: list[int] = field(default_factory=list)
     text: str = ""
+    slot: int = 0  # which of the problem's k samples (partial rollouts keep groups by slot)
+    num_segments: int = 1  # generation calls (iterations) that produced the response
 
 
 def build_train_batch(
@@ -86,8 +96,10 @@ def build_train_batch(
         sample_logp[row, p:t] = r.sample_logp
         if train_on_old_segments or not r.token_iterations:
             loss_mask[row, p:t] = 1.0
-        else:
-            loss_mask[row, p:t] = np.asarray(r.token_iterations) == iteration
+        else:  # tokens of earlier iterations (older policies) stay out of the loss
+            loss_mask[row, p:t] = segment_loss_mask(
+                np.asarray(r.token_iterations), iteration, include_old_segments=False
+            )
 
     columns = {
         INPUT_IDS: input_ids,
@@ -97,6 +109,8 @@ def build_train_batch(
         SAMPLE_LOGP: sample_logp,
         REWARDS: rewards.astype(np.float32),
         BASELINES: baselines.astype(np.float32),
+        GROUP_IDS: groups.astype(np.int64),
+        CORRECT: correct.astype(np.float32),
     }
     group_has_signal = [np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)]
     stats = {

@@ -9,3 +9,7 @@ REF_LOGP = "ref_logp"  # (B, T) log π_θi by the learner's model at the iterati
 REWARDS = "rewards"  # (B,) task reward + weighted length reward (+ penalties)
 BASELINES = "baselines"  # (B,) per-problem baseline ≈ τ log Z
 TOKEN_LOGP = "token_logp"  # forward_train output: (B, T) log π_θ
+GROUP_IDS = "group_ids"  # (B,) problem index; rows with equal ids are one problem's k samples
+CORRECT = "correct"  # (B,) verifier verdict 0/1 (ReST selection, O1-Pruner accuracy)
+ADVANTAGES = "advantages"  # (B,) the loss's per-row signal, set by the learner (losses.prepare)
+INIT_LOGP = "init_logp"  # (B, T) log π of the frozen initial model (GRPO's KL), by the learner

@@ -7,6 +7,7 @@ Every K15-specific field is documented once, here, with its trade-off. YAML file
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -14,6 +15,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
 from rllib_k15.core.losses import LogprobReduction, LossType
 from rllib_k15.core.rewards import Baseline
+from rllib_k15.distributed.deepspeed_config import learner_setting_errors
 from rllib_k15.hardware import resolve_autocast
 
 # name -> (default, help). The single source of truth for K15 fields: defaults, docs
@@ -25,7 +27,27 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     ),
     "loss": (
         "opmd",
-        "Registered policy loss (rllib_k15.core.losses.LossType). `opmd` is Kimi k1.5 eq. (3).",
+        "Registered policy loss (rllib_k15.core.losses.LossType): `opmd` Kimi k1.5 eq. (3); baselines (rllib_k15.core.baseline_losses) `grpo` DeepSeekMath (group mean/std advantage, token-level clipped ratio, KL to the initial model; ignores `tau` and `logprob_reduction`), `rest` (NLL of the best correct responses, no negative gradient: learns only from problems it already solves), `o1_pruner` (length-harmonizing reward with PPO clip; needs `o1_pruner_reference_stats`; ignores task reward shaping).",
+    ),
+    "clip_eps": (
+        0.2,
+        "`grpo` / `o1_pruner`: importance ratio π_θ/π_θi clipped to [1−ε, 1+ε]. Only acts from the second optimizer step of an iteration on (the first has ratio 1); smaller = more conservative within an iteration, larger lets π_θ move further from π_θi.",
+    ),
+    "grpo_kl_beta": (
+        0.04,
+        "`grpo`: β of the per-token k3 KL to the FIXED initial model (DeepSeekMath: 0.04). > 0 keeps a frozen copy of the start weights on each learner (one more model in memory, one more forward pass per iteration) and anchors long runs; 0 = no reference model (cheaper; the policy may drift further).",
+    ),
+    "rest_top_k": (
+        1,
+        "`rest`: correct responses fitted per problem, highest shaped reward first. 1 = the report's 'best response'; 0 = every correct one (more data per iteration, less selective). Problems without a correct response contribute nothing.",
+    ),
+    "o1_pruner_lambda": (
+        2.0,
+        "`o1_pruner`: λ of the accuracy term λ(A − Â_ref). Larger protects accuracy (a right answer where the reference model is often wrong earns more); smaller pushes harder on length.",
+    ),
+    "o1_pruner_reference_stats": (
+        None,
+        "`o1_pruner`: JSON file of per-problem L̂_ref (mean tokens) and Â_ref (accuracy) of K samples of the start model, made before training by rllib_k15.long2short.o1_reference.collect_reference_stats (K is recorded in the file). Required for `o1_pruner`.",
     ),
     "tau": (
         0.1,
@@ -123,6 +145,18 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
         {},
         "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, hard_threshold, priority_floor.",
     ),
+    "partial_rollout_max_tokens": (
+        None,
+        "Partial rollouts (report §2.6; rllib_k15.rollout.groups): each response gets at most this many NEW tokens per iteration; an unfinished one is stored and continued next iteration from where it stopped, under the new weights. None/0 = off. Smaller = an iteration no longer waits for its longest response (less idle engine time with heavy-tailed lengths) but more of each trained response comes from older policies, short siblings wait for their group, and every continuation re-reads its prefix (prefill). Must be < max_response_tokens.",
+    ),
+    "partial_rollout_train_old_segments": (
+        False,
+        "Partial rollouts: whether tokens generated in earlier iterations (by older policies than π_θi) enter the loss. False (default) masks them out — the OPMD surrogate assumes samples from π_θi — at the cost of fewer trained tokens per response; True trains on whole responses (more signal, off-policy by up to the response's age). Reference log-probs are recomputed for the whole response either way.",
+    ),
+    "partial_rollout_max_groups": (
+        None,
+        "Partial rollouts: bound on problem groups waiting for unfinished members. While the store is full no new problem is sampled; nothing is evicted. None = problems_per_iteration × ⌈max_response_tokens / partial_rollout_max_tokens⌉: every group finishes within that many iterations, so the bound never holds new problems back. Smaller caps memory/checkpoint size and group age (fewer off-policy tokens) but starves the engine of new problems while long responses finish (measured in bench/partial_rollouts.py).",
+    ),
     "eval_interval": (0, "Evaluate held-out Pass@1 every N iterations (0 = never)."),
     "eval_problems": (
         32,
@@ -130,6 +164,10 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     ),
     "eval_samples": (4, "Samples per held-out problem (Pass@1 is averaged over them)."),
     "eval_env_config": ({}, "env_config overrides for the held-out set (e.g. another seed)."),
+    "deepspeed": (
+        None,
+        "DeepSpeed ZeRO for the learners instead of torch DDP (rllib_k15.distributed; docs/scaling.md): None = off, else a dict of DeepSpeedSettings — zero_stage (0-3; default 2: gradients + Adam state sharded at DDP's traffic; 3 also shards parameters for an all-gather per forward/backward), offload_optimizer / offload_params (host RAM; GPU only gains), bf16 ('auto'), overlap_comm, reduce_bucket_size, extra (raw DeepSpeed keys). Needs num_learners >= 1; `minibatch_size` stays global (each of N learners takes 1/N). Adam moments are sharded and not checkpointed.",
+    ),
 }
 
 
@@ -188,6 +226,10 @@ class K15Config(AlgorithmConfig):
         )
 
     def get_default_learner_class(self):
+        if self.deepspeed is not None:  # ZeRO engines instead of DDP
+            from rllib_k15.distributed.deepspeed_learner import K15DeepSpeedLearner
+
+            return K15DeepSpeedLearner
         from rllib_k15.algorithm.learner import K15TorchLearner
 
         return K15TorchLearner
@@ -208,6 +250,62 @@ def _choice_error(name: str, value: Any, enum) -> str | None:
         enum(value)
     except ValueError:
         return f"`{name}` ({value!r}) must be one of {[e.value for e in enum]}"
+    return None
+
+
+def _partial_rollout_errors(c: K15Config):
+    """Fields of partial rollouts (``partial_rollout_*``)."""
+    budget, cap = c.partial_rollout_max_tokens, c.max_response_tokens
+    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
+        yield f"`partial_rollout_max_tokens` ({budget!r}) must be None or an integer >= 0 (None/0 = off)"
+    elif budget and isinstance(cap, int) and budget >= cap:
+        yield (
+            f"`partial_rollout_max_tokens` ({budget}) must be < max_response_tokens ({cap}) to "
+            "split any response; use None to turn partial rollouts off"
+        )
+    groups = c.partial_rollout_max_groups
+    if groups is not None and (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1):
+        yield f"`partial_rollout_max_groups` ({groups!r}) must be None or an integer >= 1"
+    if not isinstance(c.partial_rollout_train_old_segments, bool):
+        yield (
+            f"`partial_rollout_train_old_segments` ({c.partial_rollout_train_old_segments!r}) "
+            "must be a bool"
+        )
+
+
+def _baseline_loss_errors(c: K15Config):
+    """Fields of the baseline losses (GRPO, ReST, O1-Pruner)."""
+    if not isinstance(c.clip_eps, (int, float)) or not 0 < c.clip_eps < 1:
+        yield f"`clip_eps` ({c.clip_eps!r}) must be a number in (0, 1)"
+    if not isinstance(c.grpo_kl_beta, (int, float)) or c.grpo_kl_beta < 0:
+        yield f"`grpo_kl_beta` ({c.grpo_kl_beta!r}) must be a number >= 0"
+    if not isinstance(c.rest_top_k, int) or isinstance(c.rest_top_k, bool) or c.rest_top_k < 0:
+        yield f"`rest_top_k` ({c.rest_top_k!r}) must be an integer >= 0 (0 = every correct one)"
+    if not isinstance(c.o1_pruner_lambda, (int, float)) or c.o1_pruner_lambda < 0:
+        yield f"`o1_pruner_lambda` ({c.o1_pruner_lambda!r}) must be a number >= 0"
+    path = c.o1_pruner_reference_stats
+    if c.loss == "o1_pruner" and not path:
+        yield (
+            "`o1_pruner_reference_stats` (None) must name the reference statistics file when "
+            "`loss` is 'o1_pruner' (see rllib_k15.long2short.o1_reference)"
+        )
+    elif path and not os.path.isfile(path):
+        yield f"`o1_pruner_reference_stats` ({path!r}) is not a file"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sampling_error(sampling: Any) -> str | None:
+    from rllib_k15.sampling.strategies import SamplingConfig
+
+    if not isinstance(sampling, dict):
+        return f"`sampling` ({sampling!r}) must be a mapping of SamplingConfig fields"
+    try:
+        SamplingConfig(**sampling)
+    except (TypeError, ValueError) as err:
+        return f"`sampling` ({sampling!r}): {err}"
     return None
 
 
@@ -233,12 +331,16 @@ def _field_errors(c: K15Config):
             yield f"`{name}` ({value!r}) must be an integer >= 1"
     if not isinstance(c.tau, (int, float)) or c.tau <= 0:
         yield f"`tau` ({c.tau!r}) must be a number > 0"
-    if not 0 < c.top_p <= 1:
+    if not _is_number(c.top_p) or not 0 < c.top_p <= 1:
         yield f"`top_p` ({c.top_p!r}) must be in (0, 1]"
-    if c.temperature < 0:
-        yield f"`temperature` ({c.temperature!r}) must be >= 0"
-    if c.length_penalty_weight < 0:
-        yield f"`length_penalty_weight` ({c.length_penalty_weight!r}) must be >= 0"
+    if not _is_number(c.temperature) or c.temperature < 0:
+        yield f"`temperature` ({c.temperature!r}) must be a number >= 0"
+    if not _is_number(c.length_penalty_weight) or c.length_penalty_weight < 0:
+        yield f"`length_penalty_weight` ({c.length_penalty_weight!r}) must be a number >= 0"
+    if not isinstance(c.num_env_runners, int) or isinstance(c.num_env_runners, bool) or c.num_env_runners < 0:
+        yield f"`num_env_runners` ({c.num_env_runners!r}) must be an integer >= 0"
+    if (msg := _sampling_error(c.sampling)) is not None:
+        yield msg
     if not isinstance(c.length_penalty_warmup_iters, int) or c.length_penalty_warmup_iters < 0:
         yield f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an integer >= 0"
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
@@ -255,8 +357,16 @@ def _field_errors(c: K15Config):
             f"`minibatch_size` ({c.minibatch_size}) must be <= problems_per_iteration × "
             f"samples_per_problem ({c.problems_per_iteration} × {c.samples_per_problem} = {batch})"
         )
-    if c.samples_per_problem == 1 and c.loss == "opmd":
+    if c.samples_per_problem == 1 and c.loss in ("opmd", "grpo"):
         yield "`samples_per_problem` (1) gives a zero advantage for every response; use >= 2"
+    yield from _baseline_loss_errors(c)
+    yield from _partial_rollout_errors(c)
+    yield from learner_setting_errors(
+        c.deepspeed,
+        num_learners=c.num_learners,
+        minibatch_size=c.minibatch_size,
+        grad_clip_by=c.grad_clip_by,
+    )
     if c.env is None:
         yield "`env` is not set; call .environment('k15/Arithmetic-v0', env_config={...})"
     try:

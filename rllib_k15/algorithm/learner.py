@@ -10,7 +10,10 @@ One call of :meth:`K15TorchLearner.update` is one mirror-descent iteration i:
 3. RLlib's minibatch loop: one optimizer step per minibatch, each minibatch split into
    micro-batches whose gradients are accumulated (sequence batches do not fit at once).
 
-The loss itself is a registered pure function (:mod:`rllib_k15.core.losses`).
+The loss itself is a registered pure function (:mod:`rllib_k15.core.losses`), selected by
+``config.loss``; before the minibatch loop the learner also computes that loss's per-row
+signal over the whole batch and, for a KL to the fixed initial model (GRPO, β > 0), the
+initial model's log-probs (:mod:`rllib_k15.algorithm.loss_prep`).
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.policy.sample_batch import MultiAgentBatch
 
 from rllib_k15.algorithm.columns import (
+    ADVANTAGES,
     ATTENTION_MASK,
     BASELINES,
+    INIT_LOGP,
     INPUT_IDS,
     LOSS_MASK,
     REF_LOGP,
@@ -34,7 +39,19 @@ from rllib_k15.algorithm.columns import (
     SAMPLE_LOGP,
     TOKEN_LOGP,
 )
-from rllib_k15.core.losses import LossInputs, LossParams, compute_policy_loss, sequence_logprob
+from rllib_k15.algorithm.loss_prep import (
+    build_initial_module,
+    grouped_rows,
+    load_reference_stats,
+    loss_params,
+)
+from rllib_k15.core.losses import (
+    LossInputs,
+    compute_policy_loss,
+    needs_initial_reference,
+    prepare_advantages,
+    sequence_logprob,
+)
 
 # Metric names (namespaced under the module id by RLlib's metrics logger).
 LOGP_MISMATCH_MEAN = "logp_mismatch_mean_abs"  # mean |log π_learner − log π_engine| per token
@@ -68,6 +85,16 @@ class K15TorchLearner(TorchLearner):
             module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
         )
 
+    def build(self) -> None:
+        super().build()
+        self._loss_params = loss_params(self.config)
+        self._initial_module = None  # frozen π_init, only when the loss has a KL to it
+        if needs_initial_reference(self.config.loss, self._loss_params):
+            module = self.module[next(iter(self.module.keys()))]
+            module = module.unwrapped() if hasattr(module, "unwrapped") else module
+            self._initial_module = build_initial_module(module)
+        self._reference_stats = load_reference_stats(self.config)  # O1-Pruner, else None
+
     # ----------------------------------------------------------------- iteration start
     def reset_optimizer_state(self) -> None:
         """Forget Adam moments and step counts (report: reset at every iteration)."""
@@ -76,10 +103,14 @@ class K15TorchLearner(TorchLearner):
         self.metrics.log_value(OPTIMIZER_RESETS, 1, reduce="sum")
 
     @torch.no_grad()
-    def compute_reference_logprobs(self, columns: dict[str, np.ndarray]) -> np.ndarray:
-        """log π_θi per token for every row, in micro-batches. Returns (B, T) float32."""
-        module = self.module[next(iter(self.module.keys()))]
-        module = module.unwrapped() if hasattr(module, "unwrapped") else module
+    def compute_reference_logprobs(self, columns: dict[str, np.ndarray], module=None) -> np.ndarray:
+        """log π_θi per token for every row, in micro-batches. Returns (B, T) float32.
+
+        ``module``: score with another policy instead (the frozen initial one for GRPO's KL).
+        """
+        if module is None:
+            module = self.module[next(iter(self.module.keys()))]
+            module = module.unwrapped() if hasattr(module, "unwrapped") else module
         was_training = module.training
         module.eval()
         input_ids, attention = columns[INPUT_IDS], columns[ATTENTION_MASK]
@@ -107,9 +138,21 @@ class K15TorchLearner(TorchLearner):
             ref = self.compute_reference_logprobs(sample_batch)
             sample_batch[REF_LOGP] = ref
             self._log_logp_mismatch(ref, sample_batch[SAMPLE_LOGP], sample_batch[RESPONSE_MASK])
+            if self._initial_module is not None:
+                init = self.compute_reference_logprobs(sample_batch, self._initial_module)
+                sample_batch[INIT_LOGP] = init
+            self._prepare_advantages(sample_batch)
         if self.config.reset_optimizer_each_iteration:
             self.reset_optimizer_state()
         return super().update(batch=batch, **kwargs)
+
+    def _prepare_advantages(self, sample_batch) -> None:
+        """The loss's per-row signal over the whole batch (groups intact) -> ``ADVANTAGES``."""
+        rows = grouped_rows(sample_batch, self._reference_stats)
+        advantages, metrics = prepare_advantages(self.config.loss, rows, self._loss_params)
+        sample_batch[ADVANTAGES] = advantages
+        for name, value in metrics.items():
+            self.metrics.log_value(name, value, window=1)
 
     def _log_logp_mismatch(self, ref: np.ndarray, sampled: np.ndarray, mask: np.ndarray) -> None:
         diff = np.abs(ref - sampled)[mask.astype(bool)]
@@ -144,14 +187,24 @@ class K15TorchLearner(TorchLearner):
                     module_id=module_id, config=self.config, batch=micro, fwd_out=fwd_out[module_id]
                 )
                 weighted = loss * len(rows) / n_rows
-                weighted.backward()
+                self._backward(weighted)
             total_loss = total_loss + weighted.detach()
+        grad_norm = self._step_optimizers()
+        self.metrics.log_value((module_id, GRAD_NORM), grad_norm, window=1)
+        return fwd_out, {module_id: total_loss}, {}
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        """Accumulate one micro-batch's gradients (the DeepSpeed learner uses its engine)."""
+        loss.backward()
+
+    def _step_optimizers(self) -> float:
+        """Clip and apply the accumulated gradients; returns their global norm after
+        postprocessing (the DeepSpeed learner lets its engine reduce, clip and step)."""
         grads = {pid: p.grad for pid, p in self._params.items() if p.grad is not None}
         grads = self.postprocess_gradients(grads)
         grad_norm = torch.sqrt(sum((g.float() ** 2).sum() for g in grads.values()))
-        self.metrics.log_value((module_id, GRAD_NORM), grad_norm.item(), window=1)
         self.apply_gradients(grads)
-        return fwd_out, {module_id: total_loss}, {}
+        return grad_norm.item()
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out) -> torch.Tensor:
         mask = batch[LOSS_MASK]
@@ -162,8 +215,13 @@ class K15TorchLearner(TorchLearner):
             ref_logp=ref_logp,
             rewards=batch[REWARDS].float(),
             baselines=batch[BASELINES].float(),
+            advantages=batch.get(ADVANTAGES),
+            token_logp=fwd_out[TOKEN_LOGP],
+            token_ref_logp=batch[REF_LOGP],
+            token_init_logp=batch.get(INIT_LOGP),
+            token_mask=mask,
         )
-        loss, metrics = compute_policy_loss(config.loss, inputs, LossParams(tau=config.tau))
+        loss, metrics = compute_policy_loss(config.loss, inputs, self._loss_params)
         for name, value in metrics.items():
             self.metrics.log_value((module_id, name), value.item(), window=1)
         self.metrics.log_value((module_id, TRAIN_TOKENS), int(mask.sum().item()), reduce="sum")

@@ -15,8 +15,12 @@ __all__ = [
     "group_baseline",
     "grouped_baselines",
     "grouped_length_rewards",
+    "grpo_advantages",
+    "length_harmonizing_reward",
     "length_penalty_weight",
     "length_reward",
+    "reference_statistics",
+    "rest_fit_weights",
 ]
 
 
@@ -105,3 +109,90 @@ def grouped_baselines(
     for idx in _groups(group_ids):
         out[idx] = group_baseline(rewards[idx], tau, kind)
     return out
+
+
+def grpo_advantages(rewards: np.ndarray, group_ids: np.ndarray, eps: float = 1e-4) -> np.ndarray:
+    """GRPO (DeepSeekMath) outcome advantage, the same for every token of response j:
+
+        Â_j = (r_j − mean_g(r)) / (std_g(r) + eps)
+
+    over the group g of j (the k responses of one problem). std is the sample standard
+    deviation with Bessel's correction (÷ (k − 1)) and eps = 1e-4, as TRL 1.16 computes it;
+    a group of one response has Â = 0. A group whose rewards are all equal gets Â = 0.
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    out = np.zeros(len(rewards), dtype=np.float64)
+    for idx in _groups(group_ids):
+        if idx.size < 2:
+            continue
+        group = rewards[idx]
+        out[idx] = (group - group.mean()) / (group.std(ddof=1) + eps)
+    return out
+
+
+def rest_fit_weights(
+    rewards: np.ndarray, correct: np.ndarray, group_ids: np.ndarray, top_k: int = 1
+) -> np.ndarray:
+    """ReST row weights: which responses are fitted, scaled so the loss is a mean over them.
+
+    Per problem, the eligible responses are the correct ones; they are ranked by shaped
+    reward (highest first, ties by position) and the first ``top_k`` are selected
+    (``top_k = 0``: every correct response). With n rows and s selected in the batch,
+
+        w_j = n / s if j is selected, else 0      (all 0 when s = 0)
+
+    so the row mean (1/n) Σ_j w_j · NLL_j is the mean NLL over the selected responses.
+    Wrong responses always get 0: ReST never pushes a response down.
+    """
+    if not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"`rest_top_k` ({top_k!r}) must be an integer >= 0")
+    rewards = np.asarray(rewards, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    selected = np.zeros(len(rewards), dtype=bool)
+    for idx in _groups(group_ids):
+        eligible = idx[correct[idx]]
+        ranked = eligible[np.argsort(-rewards[eligible], kind="stable")]
+        selected[ranked if top_k == 0 else ranked[:top_k]] = True
+    n_selected = int(selected.sum())
+    if n_selected == 0:
+        return np.zeros(len(rewards), dtype=np.float64)
+    return selected * (len(rewards) / n_selected)
+
+
+def reference_statistics(lengths: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
+    """O1-Pruner reference statistics of one problem from K samples y'_i of π_ref:
+
+    L̂_ref(x) = (1/K) Σ_i L(y'_i),     Â_ref(x) = (1/K) Σ_i A(x, y'_i)
+    """
+    lengths = np.asarray(lengths, dtype=np.float64)
+    correct = np.asarray(correct, dtype=np.float64)
+    if lengths.size == 0 or lengths.shape != correct.shape:
+        raise ValueError(
+            f"reference_statistics needs K >= 1 lengths and verdicts of the same shape, got "
+            f"{lengths.shape} and {correct.shape}"
+        )
+    return float(lengths.mean()), float(correct.mean())
+
+
+def length_harmonizing_reward(
+    lengths: np.ndarray,
+    correct: np.ndarray,
+    ref_mean_length: np.ndarray,
+    ref_accuracy: np.ndarray,
+    lam: float,
+) -> np.ndarray:
+    """O1-Pruner's length-harmonizing reward of each response y to its problem x:
+
+        R_LH(x, y) = L̂_ref(x) / L(y) − 1 + λ (A(x, y) − Â_ref(x))
+
+    Positive when y is shorter than the reference model's mean on x, or right where the
+    reference model is often wrong; λ ≥ 0 trades accuracy against length. L(y) is clamped
+    to >= 1 token so an empty response cannot divide by zero.
+    """
+    if lam < 0:
+        raise ValueError(f"`o1_pruner_lambda` ({lam!r}) must be >= 0")
+    lengths = np.maximum(np.asarray(lengths, dtype=np.float64), 1.0)
+    correct = np.asarray(correct, dtype=np.float64)
+    ref_mean_length = np.asarray(ref_mean_length, dtype=np.float64)
+    ref_accuracy = np.asarray(ref_accuracy, dtype=np.float64)
+    return ref_mean_length / lengths - 1.0 + lam * (correct - ref_accuracy)

@@ -7,9 +7,9 @@ tokens) are computed once for the whole data set before the first update — wit
 each step needs only the policy's forward pass over ``[chosen rows; rejected rows]``.
 The loss is :func:`rllib_k15.long2short.dpo.dpo_loss`.
 
-Structure: :func:`dpo_batch_loss` (forward + pure loss; what a DeepSpeed / Ray Train
-wrapper would call), :func:`train_dpo` (the loop: AdamW, optional bf16 autocast, progress
-bar, logged metrics).
+Structure: :func:`dpo_batch_loss` (forward + pure loss), :func:`train_dpo` (the loop:
+AdamW or a given ``step_fn``, optional bf16 autocast, progress bar, logged metrics). On
+several Ray Train workers with DeepSpeed: :func:`rllib_k15.distributed.offline.distributed_dpo`.
 
 CLI: ``k15 dpo --model M --pairs pairs.parquet --beta 0.1 --out DIR``.
 """
@@ -27,11 +27,12 @@ from tqdm.auto import tqdm
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
 from rllib_k15.long2short.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, dpo_loss, sequence_logps
 from rllib_k15.long2short.training import (
+    AdamWStep,
+    StepFn,
     autocast,
     encode_prompt,
     encode_response,
     num_batches,
-    optimizer_step,
     pad_token_id,
     shuffled_batches,
 )
@@ -229,10 +230,13 @@ def train_dpo(
     pairs: Sequence[Pair],
     config: DPOTrainConfig | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    step_fn: StepFn | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` in place with DPO; ``ref_model=None`` means π_ref = the starting model.
 
     ``on_step(step, metrics)`` is called after every optimiser step (e.g. to write a log).
+    ``step_fn``: backward + update per mini-batch; default :class:`AdamWStep` on ``model``
+    (a DeepSpeed engine passes its own, see :mod:`rllib_k15.distributed.offline`).
     """
     config = config or DPOTrainConfig()
     if config.epochs < 1:
@@ -243,9 +247,7 @@ def train_dpo(
             "skipped %d of %d pairs longer than %d tokens", skipped, len(pairs), config.max_length
         )
     device, pad = next(model.parameters()).device, pad_token_id(tokenizer)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    step = step_fn or AdamWStep(model, config.lr, config.weight_decay, config.max_grad_norm)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     steps, epoch_losses = 0, []
@@ -264,7 +266,7 @@ def train_dpo(
                 config.beta,
                 config.bf16,
             )
-            last[DPO_GRAD_NORM] = optimizer_step(model, optimizer, loss, config.max_grad_norm)
+            last[DPO_GRAD_NORM] = step(loss)
             losses.append(last[DPO_LOSS])
             steps += 1
             if on_step is not None:

@@ -8,8 +8,9 @@ padding are masked), averaged over all response tokens of the mini-batch:
 
 Optimiser: AdamW; optional bf16 autocast (weights and optimiser state stay fp32).
 Structure: :func:`sft_loss` is the pure math, :func:`sft_batch_loss` the forward pass on a
-packed batch (what a DeepSpeed / Ray Train wrapper would call), :func:`train_sft` the
-plain-PyTorch loop with a progress bar.
+packed batch, :func:`train_sft` the loop with a progress bar (AdamW, or a given
+``step_fn``). On several Ray Train workers with DeepSpeed:
+:func:`rllib_k15.distributed.offline.distributed_sft`.
 
 CLI: ``k15 sft --model M --data data.parquet --out DIR``.
 """
@@ -26,11 +27,12 @@ from tqdm.auto import tqdm
 
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
 from rllib_k15.long2short.training import (
+    AdamWStep,
+    StepFn,
     autocast,
     encode_prompt,
     encode_response,
     num_batches,
-    optimizer_step,
     pad_token_id,
     shuffled_batches,
 )
@@ -163,10 +165,13 @@ def train_sft(
     examples: Sequence[PromptResponse],
     config: SFTConfig | None = None,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    step_fn: StepFn | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` in place; returns metrics (last-epoch loss, per-epoch losses …).
 
     ``on_step(step, metrics)`` is called after every optimiser step (e.g. to write a log).
+    ``step_fn``: backward + update per mini-batch; default :class:`AdamWStep` on ``model``
+    (a DeepSpeed engine passes its own, see :mod:`rllib_k15.distributed.offline`).
     """
     config = config or SFTConfig()
     if config.epochs < 1:
@@ -185,9 +190,7 @@ def train_sft(
             config.max_length,
         )
     device, pad = next(model.parameters()).device, pad_token_id(tokenizer)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    step = step_fn or AdamWStep(model, config.lr, config.weight_decay, config.max_grad_norm)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     steps, epoch_losses = 0, []
@@ -197,7 +200,7 @@ def train_sft(
         losses = []
         for batch in shuffled_batches(encoded, config.batch_size, generator):
             loss, metrics = sft_batch_loss(model, _pack(batch, pad, device), config.bf16)
-            metrics[SFT_GRAD_NORM] = optimizer_step(model, optimizer, loss, config.max_grad_norm)
+            metrics[SFT_GRAD_NORM] = step(loss)
             losses.append(metrics[SFT_LOSS])
             steps += 1
             if on_step is not None:

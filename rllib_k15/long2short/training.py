@@ -7,8 +7,9 @@ exactly as sampling did.
 The response is encoded without special tokens and ends with EOS, so the model learns
 where to stop — which is the point of long2short.
 
-The step helpers are plain PyTorch so that a DeepSpeed / Ray Train wrapper can call the
-same ``*_batch_loss`` functions and replace only :func:`optimizer_step`.
+The step helpers are plain PyTorch. A trainer takes a ``step_fn(loss) -> grad norm`` (a
+:data:`StepFn`): :class:`AdamWStep` here, or a DeepSpeed engine's backward + step from
+:mod:`rllib_k15.distributed.offline`, which runs the same trainers on Ray Train workers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +26,9 @@ import torch
 from rllib_k15.engine.base import encode_chat
 
 __all__ = [
+    "AdamWStep",
     "JsonlLog",
+    "StepFn",
     "autocast",
     "checkpoint_dtype",
     "encode_prompt",
@@ -39,6 +42,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+StepFn = Callable[[torch.Tensor], float]
+"""Backward on a mini-batch loss, one optimizer update; returns the global grad norm."""
 
 
 def encode_prompt(tokenizer: Any, prompt: str, use_chat_template: bool = True) -> list[int]:
@@ -110,6 +116,21 @@ def optimizer_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(norm)
+
+
+class AdamWStep:
+    """The single-process :data:`StepFn`: AdamW over ``model.parameters()`` and
+    :func:`optimizer_step` (backward, global-norm clip, step, zero grads)."""
+
+    def __init__(
+        self, model: torch.nn.Module, lr: float, weight_decay: float, max_grad_norm: float | None
+    ) -> None:
+        self.model = model
+        self.max_grad_norm = max_grad_norm
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+
+    def __call__(self, loss: torch.Tensor) -> float:
+        return optimizer_step(self.model, self.optimizer, loss, self.max_grad_norm)
 
 
 def checkpoint_dtype(model_dir: str | Path) -> str:

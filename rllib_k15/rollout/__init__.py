@@ -1,15 +1,19 @@
 """Rollout helpers that are independent of the inference engine.
 
 - :mod:`~rllib_k15.rollout.partial`: partial rollouts across iterations (token budgets,
-  per-token iteration stamps, loss masks, the bounded store);
-- :mod:`~rllib_k15.rollout.repetition`: detecting responses stuck in a loop.
+  per-token iteration stamps, loss masks);
+- :mod:`~rllib_k15.rollout.repetition`: detecting responses stuck in a loop;
+- :mod:`~rllib_k15.rollout.segments`: one generation segment, from completion to state;
+- :mod:`~rllib_k15.rollout.groups`: the driver's store of waiting groups (group baseline);
+- :mod:`~rllib_k15.rollout.driver`: the driver's side of one partial-rollout iteration.
 
-Pure Python/numpy; importable without Ray, vLLM or torch.
+The last three use ``rllib_k15.algorithm.batching.Rollout`` and are imported by module
+(not re-exported here: batching imports this package). Pure Python/numpy; importable
+without Ray, vLLM or torch.
 """
 
 from rllib_k15.rollout.partial import (
     PartialRollout,
-    PartialRolloutStore,
     SegmentStatus,
     extend,
     loss_mask,
@@ -26,7 +30,6 @@ from rllib_k15.rollout.repetition import (
 
 __all__ = [
     "PartialRollout",
-    "PartialRolloutStore",
     "RepetitionConfig",
     "RepetitionDetector",
     "RepetitionResult",

@@ -2,9 +2,8 @@
 
 The first box of the training iteration (DESIGN §2): it picks the problems an iteration
 trains on with a :mod:`strategy <rllib_k15.sampling.strategies>`, learns from the verified
-outcomes (:meth:`ProblemBuffer.record`), and keeps the unfinished partial rollouts
-(:attr:`ProblemBuffer.partials`) so they can be continued in later iterations. Its whole
-state — statistics, partial rollouts and its random generator — goes into the RLlib
+outcomes (:meth:`ProblemBuffer.record`). Its whole
+state — statistics and its random generator — goes into the RLlib
 checkpoint through :meth:`get_state` / :meth:`set_state`, so a resumed run samples exactly
 what the uninterrupted run would have sampled (no silently replayed data).
 
@@ -16,7 +15,6 @@ Usage::
     buf = ProblemBuffer(difficulty, SamplingConfig(strategy="prioritized"), seed=0)
     for it in range(num_iterations):
         problems = buf.sample(64, iteration=it)
-        continued = buf.partials.pop_for_continuation()
         ...  # generate, verify
         buf.record(problem_index, [1.0, 0.0, 1.0, 1.0])
 """
@@ -29,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from rllib_k15.rollout.partial import PartialRolloutStore
 from rllib_k15.sampling.difficulty import load_difficulty_file
 from rllib_k15.sampling.strategies import (
     ProblemStats,
@@ -53,8 +50,6 @@ class ProblemBuffer:
         difficulty: (N,) finite floats, larger = harder.
         config: the sampling strategy and its parameters.
         seed: seeds the buffer's own ``numpy`` PCG64 generator (saved in the state).
-        max_partial_rollouts: bound of :attr:`partials` (see
-            :class:`~rllib_k15.rollout.partial.PartialRolloutStore` for the eviction rule).
     """
 
     def __init__(
@@ -63,7 +58,6 @@ class ProblemBuffer:
         config: SamplingConfig | None = None,
         *,
         seed: int = 0,
-        max_partial_rollouts: int = 1024,
     ) -> None:
         diff = np.array(difficulty, dtype=np.float64)
         if diff.ndim != 1 or diff.size == 0:
@@ -84,7 +78,6 @@ class ProblemBuffer:
         self._successes = np.zeros(diff.size, dtype=np.int64)
         self._last_seen = np.full(diff.size, NEVER, dtype=np.int64)
         self._rng = np.random.default_rng(seed)
-        self.partials = PartialRolloutStore(max_partial_rollouts)
 
     @classmethod
     def from_difficulty_file(
@@ -188,7 +181,7 @@ class ProblemBuffer:
     # ------------------------------------------------------------------ checkpointing
 
     def get_state(self) -> dict[str, Any]:
-        """Everything needed to resume: statistics, partial rollouts, RNG state.
+        """Everything needed to resume: statistics and RNG state.
 
         Plain Python types only (lists, ints, floats, strs): round-trips exactly through
         JSON and msgpack (the PCG64 128-bit integers are stored as decimal strings).
@@ -201,7 +194,6 @@ class ProblemBuffer:
             "successes": self._successes.tolist(),
             "last_seen_iteration": self._last_seen.tolist(),
             "rng": _rng_state_to_plain(self._rng),
-            "partials": self.partials.get_state(),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -224,11 +216,8 @@ class ProblemBuffer:
         for name, arr in arrays.items():
             if arr.shape != (n,):
                 raise ValueError(f"state[{name!r}] has shape {arr.shape}, expected ({n},)")
-        partials = PartialRolloutStore(self.partials.max_items)
-        partials.set_state(state["partials"])
         rng = _rng_from_plain(state["rng"])
         # Everything parsed: now replace (a bad state leaves the buffer untouched).
-        self.partials = partials
         self._rng = rng
         self._difficulty = arrays["difficulty"]
         self._attempts = arrays["attempts"]

@@ -1,4 +1,4 @@
-"""Partial rollouts: per-token iteration stamps, loss masks, budgets, the bounded store."""
+"""Partial rollouts: per-token iteration stamps, loss masks, budgets, state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 
 from rllib_k15.rollout import (
     PartialRollout,
-    PartialRolloutStore,
     SegmentStatus,
     extend,
     loss_mask,
@@ -150,76 +149,26 @@ def test_segment_status_rejects_an_unexplained_stop() -> None:
 def test_a_response_over_three_iterations() -> None:
     """1000-token response, 400-token budget: unfinished, unfinished, finished."""
     max_tokens, budget = 1000, 400
-    store = PartialRolloutStore(max_items=4)
     partial = make(problem=3, slot=1)
     lengths, budgets = [400, 400, 150], [400, 400, 200]  # the last segment may use 200
+    statuses = []
     for iteration, (n, expected_budget) in enumerate(zip(lengths, budgets, strict=True), start=10):
-        if iteration > 10:
-            partial = store.pop(3, 1)
         allowed = remaining_budget(partial, max_tokens, budget)
         assert allowed == expected_budget
         partial = extend(partial, [iteration] * n, [-1.0] * n, iteration)
-        status = segment_status(partial.num_generated, n, n < allowed, max_tokens, budget)
-        if status is SegmentStatus.UNFINISHED:
-            store.put(partial)
-    assert status is SegmentStatus.FINISHED and len(store) == 0
+        statuses.append(segment_status(partial.num_generated, n, n < allowed, max_tokens, budget))
+    assert statuses == [SegmentStatus.UNFINISHED, SegmentStatus.UNFINISHED, SegmentStatus.FINISHED]
     assert partial.num_segments == 3 and partial.num_generated == 950
     mask = loss_mask(partial.token_iterations, 12, include_old_segments=False)
     assert sum(mask) == 150 and mask[-150:] == [1] * 150
 
 
-# ------------------------------------------------------------------ store
+# ------------------------------------------------------------------ state
 
 
-def test_store_bound_is_respected_and_evicts_oldest_first() -> None:
-    store = PartialRolloutStore(max_items=3)
-    evicted = []
-    for problem in range(7):
-        evicted += store.put(make(problem))
-        assert len(store) <= 3
-    assert [p.problem_index for p in evicted] == [0, 1, 2, 3]
-    assert [p.problem_index for p in store] == [4, 5, 6]
-
-
-def test_continuing_moves_an_item_to_the_back() -> None:
-    store = PartialRolloutStore(max_items=3)
-    for problem in range(3):
-        store.put(make(problem))
-    item = store.pop(0, 0)
-    store.put(extend(item, [1], [0.0], 1))  # continued, still unfinished
-    assert [p.problem_index for p in store.put(make(9))] == [1]  # 1 is now the oldest
-    assert [p.problem_index for p in store] == [2, 0, 9]
-
-
-def test_pop_for_continuation_hands_out_oldest_first() -> None:
-    store = PartialRolloutStore(max_items=5)
-    for problem, slot in [(4, 0), (4, 1), (2, 0), (7, 3)]:
-        store.put(make(problem, slot))
-    assert [p.key for p in store.pop_for_continuation(3)] == [(4, 0), (4, 1), (2, 0)]
-    assert [p.key for p in store.pop_for_continuation()] == [(7, 3)]
-    assert store.pop_for_continuation() == []
-
-
-def test_store_keys_are_unique() -> None:
-    store = PartialRolloutStore(max_items=2)
-    store.put(make(1, 0))
-    assert (1, 0) in store and (1, 1) not in store
-    with pytest.raises(ValueError, match=r"\(1, 0\) \(problem, slot\) is already stored"):
-        store.put(make(1, 0))
-    with pytest.raises(KeyError):
-        store.pop(1, 1)
-    with pytest.raises(ValueError, match=r"`max_items` \(0\) must be >= 1"):
-        PartialRolloutStore(0)
-
-
-def test_store_state_round_trip_keeps_order_and_content() -> None:
-    store = PartialRolloutStore(max_items=4)
-    for problem in range(4):
-        store.put(extend(make(problem, slot=problem % 2), [problem, 1], [-0.25, -1 / 3], problem))
-    state = json.loads(json.dumps(store.get_state()))
-    restored = PartialRolloutStore(max_items=4)
-    restored.set_state(state)
-    assert list(restored) == list(store)
-    assert restored.put(make(9))[0] == store.put(make(9))[0]  # same eviction afterwards
-    with pytest.raises(ValueError, match="state holds 4 partial rollouts but `max_items` is 2"):
-        PartialRolloutStore(max_items=2).set_state(state)
+def test_partial_rollout_round_trips_through_json() -> None:
+    """The driver's group store checkpoints partial rollouts as plain dicts."""
+    partial = extend(extend(make(3, slot=1), [5, 6], [-0.25, -1 / 3], 2), [7], [-0.5], 3)
+    restored = PartialRollout.from_dict(json.loads(json.dumps(partial.to_dict())))
+    assert restored == partial
+    assert restored.token_iterations == (2, 2, 3)

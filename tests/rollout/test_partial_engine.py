@@ -1,0 +1,79 @@
+"""A response continued over several iterations equals one uninterrupted generation.
+
+Real engines (the shared tiny vLLM engine and the transformers reference) behind the real
+EnvRunner: at temperature 0 with unchanged weights, ``sample_segments`` over several
+iterations (prompt + tokens so far as the new prompt each time) must produce exactly the
+token ids of ``sample`` with the whole ``max_response_tokens`` in one call.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "algorithm"))
+import toy_env  # noqa: E402  (the toy env of the training-loop tests)
+
+from rllib_k15 import K15Config  # noqa: E402
+from rllib_k15.algorithm.batching import Rollout  # noqa: E402
+from rllib_k15.algorithm.env_runner import ReasoningEnvRunner  # noqa: E402
+from rllib_k15.rollout.partial import PartialRollout  # noqa: E402
+
+MAX_TOKENS, BUDGET, K = 20, 6, 2
+PROBLEMS = [0, 1, 2]
+
+
+@pytest.fixture(params=["hf", "vllm"])
+def runner(request, tiny_model_dir):
+    if request.param == "vllm":
+        engine = request.getfixturevalue("vllm_tiny_engine")  # shared: never closed here
+    else:
+        from rllib_k15.engine import HFEngine
+
+        engine = HFEngine(tiny_model_dir, dtype="float32")
+    config = (
+        K15Config()
+        .environment(toy_env.ENV_ID, env_config={"size": 8})
+        .training(
+            hf_model=str(tiny_model_dir), engine=request.param, samples_per_problem=K,
+            max_response_tokens=MAX_TOKENS, partial_rollout_max_tokens=BUDGET, temperature=0.0,
+        )  # fmt: skip
+    )
+    runner = ReasoningEnvRunner(config=config)
+    runner._engine = engine  # the engine under test instead of building another one
+    yield runner
+    runner._engine = None  # stop() must not close the shared engine
+    runner.stop()
+
+
+def test_continued_response_equals_uninterrupted_generation(runner) -> None:
+    whole = runner.sample(problem_indices=PROBLEMS, iteration=0)
+    expected = {(r.problem_index, i % K): r for i, r in enumerate(whole)}
+
+    finished: list[Rollout] = []
+    continuations: dict[int, list[PartialRollout]] = {}
+    todo = list(PROBLEMS)
+    for iteration in range(10):
+        items = runner.sample_segments(todo, continuations, iteration)
+        finished += [r for r in items if isinstance(r, Rollout)]
+        continuations = {}
+        for p in items:
+            if isinstance(p, PartialRollout):
+                assert p.num_generated == BUDGET * (iteration + 1)  # the whole budget used
+                continuations.setdefault(p.problem_index, []).append(p)
+        todo = list(continuations)
+        if not todo:
+            break
+    assert len(finished) == len(whole) == K * len(PROBLEMS)
+    for r in finished:
+        ref = expected[(r.problem_index, r.slot)]
+        assert r.response_ids == ref.response_ids, (r.problem_index, r.slot)
+        assert (r.finish_reason, r.reward, r.text) == (ref.finish_reason, ref.reward, ref.text)
+        np.testing.assert_allclose(r.sample_logp, ref.sample_logp, atol=2e-3)
+        n = len(r.response_ids)
+        segments = -(-n // BUDGET)  # ceil: the last segment may be shorter
+        assert r.num_segments == segments
+        assert r.token_iterations == [t // BUDGET for t in range(n)]  # stamped per segment

@@ -8,6 +8,11 @@ long2short methods.
 Launch::
 
     k15 plot token-efficiency results/eval.jsonl [more.jsonl ...] --out token_efficiency.png
+
+Training runs side by side (ablations, baselines): held-out Pass@1 and mean response tokens
+against iteration, one curve per arm, seeds of an arm as mean ± std::
+
+    k15 plot runs OPMD=runs/opmd/metrics.jsonl GRPO=runs/grpo/metrics.jsonl --out cmp.png
 """
 
 from __future__ import annotations
@@ -18,7 +23,12 @@ from pathlib import Path
 
 from rllib_k15.evaluation import LabelSummary
 
-__all__ = ["plot_token_efficiency"]
+__all__ = [
+    "comparison_table",
+    "plot_run_comparison",
+    "plot_token_efficiency",
+    "read_metrics_rows",
+]
 
 
 def plot_token_efficiency(
@@ -68,7 +78,7 @@ def plot_token_efficiency(
     low = min(100 * (s.pass_at_1_mean - s.pass_at_1_std) for s in summaries)
     high = max(100 * (s.pass_at_1_mean + s.pass_at_1_std) for s in summaries)
     pad = max(5.0, 0.15 * (high - low))
-    ax.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    ax.set_ylim(max(0.0, low - pad), min(105.0, high + pad))  # room for a label at 100 %
     ax.legend(fontsize=8, loc="best", title="error bars: ±1 std over runs", title_fontsize=7)
     fig.tight_layout()
     path = Path(out)
@@ -76,3 +86,117 @@ def plot_token_efficiency(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- training runs side by side
+
+
+def read_metrics_rows(path: str | os.PathLike[str]) -> list[dict]:
+    """The rows of a ``k15 train`` ``metrics.jsonl``; names the file and line of a bad row."""
+    import json
+
+    rows = []
+    with open(path) as f:
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{n}: not a JSON row ({err.msg})") from None
+    if not rows:
+        raise ValueError(f"{path}: no metrics rows")
+    return rows
+
+
+def series(runs: Sequence[Sequence[dict]], key: str) -> tuple[list[int], list[float], list[float]]:
+    """Mean and standard deviation of ``key`` per iteration over ``runs`` (seeds of one arm).
+
+    Only iterations where every run has a value count, so a curve never mixes seeds.
+    Returns (iterations, means, stds); std is 0 for a single run.
+    """
+    import numpy as np
+
+    per_run = [{r["iteration"]: r[key] for r in rows if r.get(key) is not None} for rows in runs]
+    common = sorted(set.intersection(*(set(d) for d in per_run))) if per_run else []
+    values = np.array([[d[i] for d in per_run] for i in common], dtype=np.float64)
+    if not common:
+        return [], [], []
+    return common, values.mean(axis=1).tolist(), values.std(axis=1).tolist()
+
+
+def plot_run_comparison(
+    arms: dict[str, Sequence[Sequence[dict]]],
+    out: str | os.PathLike[str],
+    *,
+    title: str = "",
+    mark_iteration: float | None = None,
+    mark_label: str = "",
+) -> Path:
+    """Held-out Pass@1 and mean response tokens against iteration, one curve per arm.
+
+    ``arms``: label -> the metrics rows of each seed's run (``read_metrics_rows``). Several
+    seeds draw their mean with a ±1 std band. ``mark_iteration`` draws a vertical line
+    (e.g. the curriculum's transition or the end of the length-reward warm-up).
+    """
+    if not arms:
+        raise ValueError("nothing to plot: no runs")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_acc, ax_len) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=110)
+    panels = ((ax_acc, "eval_pass@1", "held-out Pass@1"), (ax_len, "tokens", "mean tokens"))
+    for i, (label, runs) in enumerate(arms.items()):
+        n = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        for ax, key, _ in panels:
+            x, mean, std = series(runs, key)
+            if not x:
+                continue
+            ax.plot(x, mean, "o-" if key == "eval_pass@1" else "-", color=f"C{i}",
+                    label=label + n, markersize=5)  # fmt: skip
+            if len(runs) > 1:
+                low = [m - s for m, s in zip(mean, std)]
+                high = [m + s for m, s in zip(mean, std)]
+                ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2)
+    for ax, key, ylabel in panels:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel + (" (training responses)" if key == "tokens" else ""))
+        ax.grid(alpha=0.3)
+        if mark_iteration is not None:
+            ax.axvline(mark_iteration, color="grey", linestyle=":", label=mark_label or None)
+        ax.legend(fontsize=8)
+    ax_acc.set_ylim(0, 1.02)
+    ax_len.set_ylim(bottom=0)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def comparison_table(arms: dict[str, Sequence[Sequence[dict]]]) -> str:
+    """Markdown: held-out Pass@1 per evaluated iteration, and the last iteration's mean
+    tokens, per arm (mean ± std over seeds)."""
+    evaluated = sorted({i for runs in arms.values() for i in series(runs, "eval_pass@1")[0]})
+    head = ["arm", "seeds", *[f"Pass@1 it {i}" for i in evaluated], "tokens (last it)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, runs in arms.items():
+        x, mean, std = series(runs, "eval_pass@1")
+        by_it = {i: (m, s) for i, m, s in zip(x, mean, std)}
+        cells = [label, str(len(runs))]
+        for i in evaluated:
+            m, s = by_it.get(i, (None, None))
+            cells.append("-" if m is None else _pm(m, s, len(runs)))
+        tx, tmean, tstd = series(runs, "tokens")
+        cells.append("-" if not tx else _pm(tmean[-1], tstd[-1], len(runs), digits=1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _pm(mean: float, std: float, n: int, digits: int = 2) -> str:
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")

@@ -8,9 +8,12 @@
     k15 long2short dpo-pairs --model M --env k15/Arithmetic-v0 --samples 8 --out pairs.parquet
         shortest correct = chosen; wrong longer ones and correct ones >= 1.5x as long
         = rejected -> DPO pairs (`k15 dpo`).
+    k15 long2short o1-reference --model M --env k15/Arithmetic-v0 --samples 8 --out ref.json
+        O1-Pruner's reference statistics (mean tokens L̂_ref, accuracy Â_ref per problem)
+        -> `training(loss="o1_pruner", o1_pruner_reference_stats="ref.json")`.
 
 The sampling commands accept ``--save-samples S.parquet`` and ``--from-samples S.parquet``,
-so one sampling run can feed both shortest-rs and dpo-pairs. The fourth long2short method,
+so one sampling run can feed shortest-rs, dpo-pairs and o1-reference. The fourth long2short method,
 long2short RL, is a second `k15 train` phase with the length penalty on and a smaller
 maximum rollout length.
 """
@@ -55,6 +58,7 @@ def add_parser(subparsers: Any) -> None:
     for name, func, helptext in (
         ("shortest-rs", run_shortest_rs, "shortest rejection sampling -> SFT parquet"),
         ("dpo-pairs", run_dpo_pairs, "shortest-vs-longer preference pairs -> DPO parquet"),
+        ("o1-reference", run_o1_reference, "O1-Pruner reference statistics -> JSON"),
     ):
         s = sub.add_parser(name, help=helptext, description=helptext)
         _add_sampling_args(s)
@@ -95,7 +99,7 @@ def _add_sampling_args(s: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="reuse a --save-samples file instead of sampling (no --model/--env)",
     )
-    s.add_argument("--out", required=True, help="output parquet file")
+    s.add_argument("--out", required=True, help="output file")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -249,5 +253,35 @@ def run_dpo_pairs(args: argparse.Namespace) -> int:
         f"{stats.num_pairs_long_correct_rejected} correct-but->={args.length_ratio}x; "
         f"{stats.num_without_correct} problems had no correct response, "
         f"{len(stats.problems_without_rejected)} no rejected one) -> {args.out}"
+    )
+    return 0
+
+
+def run_o1_reference(args: argparse.Namespace) -> int:
+    """Per-problem mean tokens and accuracy of the sampled (reference) model, keyed by the
+    env's problem index as the learner's batches are."""
+    from rllib_k15.long2short.o1_reference import ReferenceStats
+    from rllib_k15.long2short.sampling import make_env
+
+    try:
+        groups, info = _collect(args)
+        env = make_env(info["env"], info["env_kwargs"])
+        index_of = {str(env.problem(i).id): i for i in range(len(env))}
+        stats = ReferenceStats(info["env"], info["env_kwargs"], info["samples_per_problem"],
+                               info["model"])  # fmt: skip
+        for group in groups:
+            if group.problem_id not in index_of:
+                raise ValueError(f"problem id {group.problem_id!r} is not in env {info['env']}")
+            samples = group.samples
+            stats.add(index_of[group.problem_id], [s.token_length for s in samples],
+                      [s.correct for s in samples])  # fmt: skip
+    except (ValueError, FileNotFoundError, ImportError, KeyError) as err:
+        return _error("o1-reference", err)
+    path = stats.save(args.out)
+    length = _mean([round(v) for v in stats.mean_length.values()])
+    accuracy = statistics.fmean(stats.accuracy.values()) if stats.accuracy else float("nan")
+    print(
+        f"{len(stats.accuracy)} problems x {stats.samples} samples: mean L_ref {length} tokens, "
+        f"mean A_ref {accuracy:.3f} -> {path}"
     )
     return 0

@@ -1,10 +1,15 @@
-"""``k15 plot``: figures from evaluation results.
+"""``k15 plot``: figures from evaluation results and training runs.
 
     k15 plot token-efficiency results/eval.jsonl [more ...] --out token_efficiency.png
+    k15 plot runs OPMD=runs/opmd/metrics.jsonl GRPO=runs/grpo/metrics.jsonl --out cmp.png
 
 ``token-efficiency`` reads the rows ``k15 eval`` appends (JSON Lines, or JSON files holding
 a list of rows), groups them by label and draws Pass@1 against mean response tokens with
 ±1 std error bars over runs (Kimi k1.5 report, Figure 7).
+
+``runs`` reads ``k15 train`` metrics files given as LABEL=PATH (repeat a label for more
+seeds of one arm) and draws held-out Pass@1 and mean response tokens against iteration,
+then prints the same numbers as a Markdown table (``--table`` also writes it to a file).
 """
 
 from __future__ import annotations
@@ -26,6 +31,14 @@ def add_parser(subparsers: Any) -> None:
     te.add_argument("--out", default="token_efficiency.png", help="output PNG")
     te.add_argument("--title", default="Token efficiency", help="figure title")
     te.set_defaults(func=run_token_efficiency)
+    rc = sub.add_parser("runs", help="training runs side by side: Pass@1 and tokens vs iteration")
+    rc.add_argument("runs", nargs="+", metavar="LABEL=METRICS", help="k15 train metrics.jsonl")
+    rc.add_argument("--out", default="runs.png", help="output PNG")
+    rc.add_argument("--title", default="", help="figure title")
+    rc.add_argument("--mark-iteration", type=float, help="draw a vertical line at this iteration")
+    rc.add_argument("--mark-label", default="", help="legend text of that line")
+    rc.add_argument("--table", help="also write the Markdown table to this file")
+    rc.set_defaults(func=run_runs)
 
 
 def run_token_efficiency(args: argparse.Namespace) -> int:
@@ -39,4 +52,39 @@ def run_token_efficiency(args: argparse.Namespace) -> int:
             f"{100 * s.pass_at_1_std:.1f}%  tokens={s.mean_tokens_mean:.1f}±{s.mean_tokens_std:.1f}"
         )
     print(plot_token_efficiency(summaries, args.out, title=args.title))
+    return 0
+
+
+def parse_arms(specs: list[str]) -> dict[str, list[list[dict]]]:
+    """LABEL=PATH arguments -> label -> one metrics row list per file (in argument order)."""
+    from rllib_k15.plotting import read_metrics_rows
+
+    arms: dict[str, list[list[dict]]] = {}
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep or not label or not path:
+            raise ValueError(f"run {spec!r} must be LABEL=PATH (e.g. OPMD=runs/a/metrics.jsonl)")
+        arms.setdefault(label, []).append(read_metrics_rows(path))
+    return arms
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rllib_k15.plotting import comparison_table, plot_run_comparison
+
+    try:
+        arms = parse_arms(args.runs)
+    except (OSError, ValueError) as err:
+        print(f"k15 plot runs: {err}")
+        return 2
+    table = comparison_table(arms)
+    print(table)
+    if args.table:
+        Path(args.table).write_text(table + "\n")
+    out = plot_run_comparison(
+        arms, args.out, title=args.title,
+        mark_iteration=args.mark_iteration, mark_label=args.mark_label,
+    )  # fmt: skip
+    print(out)
     return 0

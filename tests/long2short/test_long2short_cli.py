@@ -214,6 +214,26 @@ def test_shortest_rs_and_dpo_pairs_commands(tmp_path, fake_rollouts):
     assert pinfo["model"] == "m"  # provenance carried over from the samples file
 
 
+def test_o1_reference_command_writes_the_learners_statistics(tmp_path, fake_rollouts, capsys):
+    """Per-problem mean tokens and accuracy over ALL K samples, keyed by env index, from a
+    fresh sampling run and, identically, from a saved samples file."""
+    from rllib_k15.long2short.o1_reference import ReferenceStats
+
+    out, raw = tmp_path / "ref.json", tmp_path / "raw.parquet"
+    common = ["--model", "m", "--env", "k15/Fake-v0", "--samples", "4", "--no-progress"]
+    assert k15("long2short", "o1-reference", *common, "--out", str(out),
+               "--save-samples", str(raw)) == 0  # fmt: skip
+    stats = ReferenceStats.load(out)
+    # token length = characters here; 1+1: 15, 1, 37, 1 tokens, 3 of 4 correct
+    assert stats.mean_length == {0: 13.5, 1: 6.25, 2: 8.25}
+    assert stats.accuracy == {0: 0.75, 1: 0.0, 2: 0.75}
+    assert stats.samples == 4 and stats.env == "k15/Fake-v0" and stats.model == "m"
+    assert "3 problems x 4 samples" in capsys.readouterr().out
+    again = tmp_path / "again.json"
+    assert k15("long2short", "o1-reference", "--from-samples", str(raw), "--out", str(again)) == 0
+    assert ReferenceStats.load(again) == stats
+
+
 def test_sampling_commands_need_model_and_env(tmp_path, capsys):
     assert k15("long2short", "shortest-rs", "--out", str(tmp_path / "x.parquet")) == 2
     assert "--model and --env are required" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""`k15 plot runs`: training runs side by side (ablation figures and tables)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rllib_k15.cli import main
+from rllib_k15.plotting import comparison_table, read_metrics_rows, series
+
+
+def _write_run(path: Path, evals: dict[int, float], tokens: list[float]) -> str:
+    rows = [{"iteration": 0, "eval_pass@1": evals.get(0)}]
+    for it, tok in enumerate(tokens, start=1):
+        rows.append({"iteration": it, "tokens": tok, "eval_pass@1": evals.get(it)})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_series_averages_seeds_only_where_all_have_values(tmp_path: Path) -> None:
+    a = read_metrics_rows(_write_run(tmp_path / "a.jsonl", {0: 0.2, 2: 0.6}, [50, 40]))
+    b = read_metrics_rows(_write_run(tmp_path / "b.jsonl", {0: 0.4, 2: 0.8, 1: 0.5}, [30, 20]))
+    x, mean, std = series([a, b], "eval_pass@1")
+    assert x == [0, 2]  # iteration 1 was evaluated in one seed only
+    assert mean == pytest.approx([0.3, 0.7]) and std == pytest.approx([0.1, 0.1])
+    assert series([a, b], "tokens") == ([1, 2], [40.0, 30.0], [10.0, 10.0])
+
+
+def test_table_and_png_from_the_cli(tmp_path: Path, capsys) -> None:
+    opmd = _write_run(tmp_path / "opmd.jsonl", {0: 0.25, 2: 0.75}, [60, 12])
+    grpo1 = _write_run(tmp_path / "g1.jsonl", {0: 0.25, 2: 0.5}, [60, 40])
+    grpo2 = _write_run(tmp_path / "g2.jsonl", {0: 0.25, 2: 0.7}, [60, 30])
+    out, table = tmp_path / "cmp.png", tmp_path / "table.md"
+    argv = ["plot", "runs", f"OPMD={opmd}", f"GRPO={grpo1}", f"GRPO={grpo2}",
+            "--out", str(out), "--table", str(table), "--mark-iteration", "1"]  # fmt: skip
+    assert main(argv) == 0
+    assert out.stat().st_size > 10_000 and out.read_bytes()[:4] == b"\x89PNG"
+    lines = table.read_text().splitlines()
+    assert lines[0] == "| arm | seeds | Pass@1 it 0 | Pass@1 it 2 | tokens (last it) |"
+    assert lines[2] == "| OPMD | 1 | 0.25 | 0.75 | 12.0 |"
+    assert lines[3] == "| GRPO | 2 | 0.25 ± 0.00 | 0.60 ± 0.10 | 35.0 ± 5.0 |"
+    assert "| OPMD | 1 |" in capsys.readouterr().out
+
+
+def test_bad_run_arguments_name_the_problem(tmp_path: Path, capsys) -> None:
+    assert main(["plot", "runs", "no-label.jsonl", "--out", str(tmp_path / "x.png")]) == 2
+    assert "must be LABEL=PATH" in capsys.readouterr().out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"iteration": 1}\n{oops\n')
+    assert main(["plot", "runs", f"A={bad}", "--out", str(tmp_path / "x.png")]) == 2
+    assert f"{bad}:2: not a JSON row" in capsys.readouterr().out
+
+
+def test_table_of_nothing_evaluated() -> None:
+    assert comparison_table({"A": [[{"iteration": 1, "tokens": 5.0}]]}).splitlines()[2] == (
+        "| A | 1 | 5.0 |"
+    )

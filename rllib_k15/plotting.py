@@ -26,6 +26,7 @@ from rllib_k15.evaluation import LabelSummary
 __all__ = [
     "comparison_table",
     "plot_run_comparison",
+    "plot_sweep_heatmaps",
     "plot_token_efficiency",
     "read_metrics_rows",
 ]
@@ -200,3 +201,59 @@ def comparison_table(arms: dict[str, Sequence[Sequence[dict]]]) -> str:
 
 def _pm(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+# ---------------------------------------------------------------- a two-knob sweep
+
+
+def plot_sweep_heatmaps(
+    cells: dict[tuple[float, float], dict[str, float]],
+    out: str | os.PathLike[str],
+    *,
+    row_name: str,
+    col_name: str,
+    panels: Sequence[tuple[str, str, str]],
+    title: str = "",
+) -> Path:
+    """One annotated heatmap per metric of a grid sweep (e.g. τ × length-reward warm-up).
+
+    ``cells``: (row value, column value) -> metric name -> value (a missing metric or cell
+    is drawn blank and annotated "-"). ``panels``: (metric, panel title, colormap) each.
+    """
+    if not cells:
+        raise ValueError("nothing to plot: no sweep cells")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = sorted({r for r, _ in cells})
+    cols = sorted({c for _, c in cells})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), dpi=110)
+    for ax, (metric, panel_title, cmap) in zip(np.atleast_1d(axes), panels):
+        grid = np.full((len(rows), len(cols)), np.nan)
+        for (r, c), metrics in cells.items():
+            if metrics.get(metric) is not None:
+                grid[rows.index(r), cols.index(c)] = metrics[metric]
+        image = ax.imshow(grid, cmap=cmap, aspect="auto")
+        fig.colorbar(image, ax=ax, shrink=0.85)
+        for i in range(len(rows)):
+            for j in range(len(cols)):
+                v = grid[i, j]
+                red, green, blue, _ = image.cmap(image.norm(v)) if np.isfinite(v) else (1, 1, 1, 1)
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # cell luminance
+                ax.text(j, i, "-" if np.isnan(v) else f"{v:.3g}", ha="center", va="center",
+                        color="white" if dark else "black", fontsize=10)  # fmt: skip
+        ax.set_xticks(range(len(cols)), [f"{c:g}" for c in cols])
+        ax.set_yticks(range(len(rows)), [f"{r:g}" for r in rows])
+        ax.set_xlabel(col_name)
+        ax.set_ylabel(row_name)
+        ax.set_title(panel_title, fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

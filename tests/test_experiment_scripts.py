@@ -1,0 +1,66 @@
+"""The pure parts of experiments/ (ablation runner, Tune sweep) and the sweep heatmap."""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from rllib_k15.plotting import plot_sweep_heatmaps
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sweep_reads_the_last_evaluation_from_tunes_flat_rows() -> None:
+    sweep = _load("tune_sweep")
+    flat = [
+        {"training_iteration": 1, "k15_eval/pass_at_1": 0.2, "k15_eval/response_tokens_mean": 50},
+        {"training_iteration": 2, "k15_eval/pass_at_1": 0.6, "k15_eval/response_tokens_mean": 20},
+        {"training_iteration": 3, "k15_eval/pass_at_1": math.nan, "k15/accuracy": 0.9},
+    ]
+    history = [sweep._unflatten(row) for row in flat]
+    assert history[2]["k15"] == {"accuracy": 0.9} and history[2]["training_iteration"] == 3
+    assert math.isnan(history[2]["k15_eval"]["pass_at_1"])  # NaN = not evaluated there
+    assert sweep.last_evaluation(history) == {"iteration": 2, "pass_at_1": 0.6, "tokens": 20.0}
+    assert sweep.last_evaluation(history[2:]) == {"iteration": None, "pass_at_1": None,
+                                                  "tokens": None}  # fmt: skip
+
+
+def test_sweep_table_and_heatmap(tmp_path: Path) -> None:
+    sweep = _load("tune_sweep")
+    cells = [
+        {"tau": 0.3, "warmup": 5, "iteration": 12, "pass_at_1": 0.9, "tokens": 9.5},
+        {"tau": 0.1, "warmup": 0, "iteration": 12, "pass_at_1": 0.75, "tokens": 12.0},
+        {"tau": 0.1, "warmup": 5, "iteration": None, "pass_at_1": None, "tokens": None},
+    ]
+    lines = sweep.markdown_table(cells).splitlines()
+    assert lines[2:] == ["| 0.1 | 0 | 0.750 | 12.0 | 12 |", "| 0.1 | 5 | - | - | - |",
+                         "| 0.3 | 5 | 0.900 | 9.5 | 12 |"]  # fmt: skip
+    out = plot_sweep_heatmaps(
+        {(c["tau"], c["warmup"]): c for c in cells}, tmp_path / "h.png", row_name="tau",
+        col_name="warm-up", panels=[("pass_at_1", "Pass@1", "viridis"),
+                                    ("tokens", "tokens", "viridis_r")],
+    )  # fmt: skip
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10_000
+    with pytest.raises(ValueError, match="no sweep cells"):
+        plot_sweep_heatmaps({}, tmp_path / "x.png", row_name="a", col_name="b", panels=[])
+
+
+def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
+    ablation = _load("ablation")
+    metrics = tmp_path / "metrics.jsonl"
+    assert ablation.finished_iterations(metrics) == 0
+    metrics.write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (0, 1, 2, 3)))
+    assert ablation.finished_iterations(metrics) == 3
+    for exp in ablation.EXPERIMENTS.values():  # every arm's experiment file exists
+        assert all((ablation.ROOT / config).is_file() for config in exp.arms.values())

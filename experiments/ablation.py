@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or ROOT / "docs" / "results" / args.experiment)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [*K15, "plot", "runs", *specs, "--out", str(out / "comparison.png"),
-           "--title", exp.title, "--table", str(out / "table.md")]  # fmt: skip
+           "--title", exp.title, "--table", str(out / "table.md"),
+           "--until", str(exp.iterations)]  # fmt: skip
     if exp.mark_iteration is not None:
         cmd += ["--mark-iteration", str(exp.mark_iteration), "--mark-label", exp.mark_label]
     print("+", " ".join(cmd), flush=True)

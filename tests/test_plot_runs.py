@@ -40,6 +40,9 @@ def test_table_and_png_from_the_cli(tmp_path: Path, capsys) -> None:
     assert lines[2] == "| OPMD | 1 | 0.25 | 0.75 | 12.0 |"
     assert lines[3] == "| GRPO | 2 | 0.25 ± 0.00 | 0.60 ± 0.10 | 35.0 ± 5.0 |"
     assert "| OPMD | 1 |" in capsys.readouterr().out
+    assert main([*argv, "--until", "1"]) == 0  # equal budgets: iteration 2 dropped
+    short = table.read_text()
+    assert "Pass@1 it 2" not in short and "| OPMD | 1 | 0.25 | 60.0 |" in short
 
 
 def test_bad_run_arguments_name_the_problem(tmp_path: Path, capsys) -> None:

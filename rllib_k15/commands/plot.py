@@ -38,6 +38,7 @@ def add_parser(subparsers: Any) -> None:
     rc.add_argument("--mark-iteration", type=float, help="draw a vertical line at this iteration")
     rc.add_argument("--mark-label", default="", help="legend text of that line")
     rc.add_argument("--table", help="also write the Markdown table to this file")
+    rc.add_argument("--until", type=int, help="only iterations <= this (equal budgets)")
     rc.set_defaults(func=run_runs)
 
 
@@ -55,8 +56,9 @@ def run_token_efficiency(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_arms(specs: list[str]) -> dict[str, list[list[dict]]]:
-    """LABEL=PATH arguments -> label -> one metrics row list per file (in argument order)."""
+def parse_arms(specs: list[str], until: int | None = None) -> dict[str, list[list[dict]]]:
+    """LABEL=PATH arguments -> label -> one metrics row list per file (in argument order),
+    keeping the rows of iterations <= ``until`` when it is given."""
     from rllib_k15.plotting import read_metrics_rows
 
     arms: dict[str, list[list[dict]]] = {}
@@ -64,7 +66,10 @@ def parse_arms(specs: list[str]) -> dict[str, list[list[dict]]]:
         label, sep, path = spec.partition("=")
         if not sep or not label or not path:
             raise ValueError(f"run {spec!r} must be LABEL=PATH (e.g. OPMD=runs/a/metrics.jsonl)")
-        arms.setdefault(label, []).append(read_metrics_rows(path))
+        rows = read_metrics_rows(path)
+        if until is not None:
+            rows = [r for r in rows if r.get("iteration", 0) <= until]
+        arms.setdefault(label, []).append(rows)
     return arms
 
 
@@ -74,7 +79,7 @@ def run_runs(args: argparse.Namespace) -> int:
     from rllib_k15.plotting import comparison_table, plot_run_comparison
 
     try:
-        arms = parse_arms(args.runs)
+        arms = parse_arms(args.runs, args.until)
     except (OSError, ValueError) as err:
         print(f"k15 plot runs: {err}")
         return 2

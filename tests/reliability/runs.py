@@ -98,10 +98,15 @@ def metrics_rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def buffer_state(checkpoint: Path) -> dict:
-    """The problem buffer's saved state (statistics, partial rollouts, sampler RNG)."""
+def algorithm_state(checkpoint: Path) -> dict:
+    """The algorithm's own saved state (problem buffer, partial-rollout store, ...)."""
     with open(checkpoint / "algorithm_state.pkl", "rb") as fh:
-        return pickle.load(fh)["problem_buffer"]
+        return pickle.load(fh)
+
+
+def buffer_state(checkpoint: Path) -> dict:
+    """The problem buffer's saved state (statistics, sampler RNG)."""
+    return algorithm_state(checkpoint)["problem_buffer"]
 
 
 def toy_config(model_dir, env_id: str | None = None, env_config: dict | None = None, **training):

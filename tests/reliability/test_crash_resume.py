@@ -6,14 +6,16 @@ iteration 4 and during the learner update of iteration 6 — and resumed each ti
 (so the problem draw depends on the recorded outcomes, not only on the sampler's RNG).
 B must end with exactly A's metrics rows (same iterations once each, same problem ids in
 the same order, same accuracy/reward/loss) and A's problem-buffer state; each kill leaves
-the previous checkpoint as ``latest``; rotation keeps 2 checkpoints.
+the previous checkpoint as ``latest``; rotation keeps 2 checkpoints. The second variant
+runs with partial rollouts on (4-token responses, 2 new tokens per iteration), so the kills
+land while unfinished responses wait in the driver's store: B must also end with A's store.
 """
 
 from __future__ import annotations
 
 import pytest
 import toy_env
-from runs import buffer_state, kill_at_hold, metrics_rows, run_k15
+from runs import algorithm_state, buffer_state, kill_at_hold, metrics_rows, run_k15
 
 from rllib_k15.checkpointing import CheckpointManager
 
@@ -31,12 +33,17 @@ def _train_args(experiment: str, out) -> list[str]:
             "--checkpoint-every", "2", "--keep-checkpoints", "2"]  # fmt: skip
 
 
-def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path):
+PARTIAL = {"max_response_tokens": 4, "partial_rollout_max_tokens": 2}
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["whole", "partial-rollouts"])
+def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path, partial):
     experiment = toy_env.write_toy_experiment(
         tmp_path / "exp.yaml",
         tiny_model_dir,
         iterations=ITERATIONS,
         sampling={"strategy": "prioritized"},
+        **(PARTIAL if partial else {}),
     )
     run_a, run_b = tmp_path / "A", tmp_path / "B"
     run_k15(_train_args(experiment, run_a), tmp_path / "log-A.txt")  # the reference
@@ -60,11 +67,17 @@ def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path)
     assert [r["iteration"] for r in rows_b] == list(range(1, ITERATIONS + 1))
     for a, b in zip(rows_a, rows_b, strict=True):
         assert {k: a[k] for k in COMPARED} == {k: b[k] for k in COMPARED}, (a, b)
-    # every problem drawn once per iteration; the draw depended on recorded outcomes
+    # every new problem drawn once per iteration; the draw depended on recorded outcomes
     assert all(len(set(r["problems"])) == len(r["problems"]) == 4 for r in rows_b)
 
     final_a, final_b = (CheckpointManager(r, keep=2) for r in (run_a, run_b))
     assert [i for i, _ in final_b.complete()] == [4, 6]  # rotation kept the newest two
     assert buffer_state(final_a.latest()) == buffer_state(final_b.latest())
-    assert sum(buffer_state(final_b.latest())["attempts"]) == ITERATIONS * 4 * 4
+    if not partial:
+        assert sum(buffer_state(final_b.latest())["attempts"]) == ITERATIONS * 4 * 4
+    else:  # the same unfinished responses wait in both runs, token for token
+        store_a = algorithm_state(final_a.latest())["partial_rollouts"]
+        assert store_a == algorithm_state(final_b.latest())["partial_rollouts"]
+        waited = [algorithm_state(c)["partial_rollouts"]["groups"] for _, c in final_b.complete()]
+        assert any(waited), "no response was ever unfinished at a checkpoint"
     assert (run_b / "checkpoint" / "learner_group").is_dir()  # stable path -> latest

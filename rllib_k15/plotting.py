@@ -81,12 +81,7 @@ def plot_token_efficiency(
     pad = max(5.0, 0.15 * (high - low))
     ax.set_ylim(max(0.0, low - pad), min(105.0, high + pad))  # room for a label at 100 %
     ax.legend(fontsize=8, loc="best", title="error bars: ±1 std over runs", title_fontsize=7)
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 # ---------------------------------------------------------------- training runs side by side
@@ -172,12 +167,7 @@ def plot_run_comparison(
     ax_acc.set_ylim(0, 1.02)
     ax_len.set_ylim(bottom=0)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, out)
 
 
 def comparison_table(arms: dict[str, Sequence[Sequence[dict]]]) -> str:
@@ -251,6 +241,13 @@ def plot_sweep_heatmaps(
         ax.set_ylabel(row_name)
         ax.set_title(panel_title, fontsize=10)
     fig.suptitle(title)
+    return _save(fig, out)
+
+
+def _save(fig, out: str | os.PathLike[str]) -> Path:
+    """Lay out, write (creating the directory) and close ``fig``; returns the PNG path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.columns import INIT_LOGP, REF_LOGP, RESPONSE_MASK
+from rllib_k15.experiment import apply_sections
 from rllib_k15.long2short.o1_reference import ReferenceStats, collect_reference_stats
 
 
@@ -204,12 +205,23 @@ def test_o1_pruner_trains_with_collected_reference_stats(peaked_tiny_model_dir, 
     "name,loss", [("grpo_arithmetic_smollm2", "grpo"), ("rest_arithmetic_smollm2", "rest")]
 )
 def test_tuned_examples_map_onto_the_builder(tiny_model_dir, name, loss):
+    """The baseline examples are the tuned OPMD example with only the loss changed (the
+    ablations compare arms at equal budgets)."""
     from pathlib import Path
 
-    from rllib_k15.experiment import apply_sections, load_experiment_file
+    from rllib_k15.experiment import load_experiment_file
 
-    path = Path(__file__).parents[2] / "tuned_examples" / f"{name}.yaml"
-    spec = load_experiment_file(path)
+    examples = Path(__file__).parents[2] / "tuned_examples"
+    spec = load_experiment_file(examples / f"{name}.yaml")
+    opmd = load_experiment_file(examples / "k15_arithmetic_smollm2.yaml")
     config = apply_sections(K15Config(), spec["sections"], spec["source"])
-    assert config.loss == loss and config.samples_per_problem == 4
+    assert config.loss == loss
+    loss_fields = {"loss", "tau", "baseline", "clip_eps", "grpo_kl_beta", "rest_top_k"}
+    ours, theirs = spec["sections"]["training"], opmd["sections"]["training"]
+    assert {k: v for k, v in ours.items() if k not in loss_fields} == {
+        k: v for k, v in theirs.items() if k not in loss_fields
+    }
+    for section in ("environment", "debugging"):
+        assert spec["sections"][section] == opmd["sections"][section]
+    assert spec["stop"] == opmd["stop"]
     config.training(hf_model=str(tiny_model_dir)).validate()  # the embedded model aside

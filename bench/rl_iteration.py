@@ -89,7 +89,10 @@ def init_ray(attempts: int = 3) -> None:
             time.sleep(10)
 
 
-def build_algo(model: str, problems: int, samples: int, max_tokens: int, dtype: str):
+def build_algo(
+    model: str, problems: int, samples: int, max_tokens: int, dtype: str,
+    reference_logprobs: str = "learner",
+):  # fmt: skip
     """The K15MirrorDescent of this benchmark: every iteration = all ``problems`` problems
     (the env has exactly that many), one optimizer step."""
     import k15_envs  # noqa: F401
@@ -114,6 +117,7 @@ def build_algo(model: str, problems: int, samples: int, max_tokens: int, dtype: 
             num_epochs=1,
             lr=1e-6,
             autocast_bf16=dtype == "bfloat16" if dtype != "auto" else "auto",
+            reference_logprobs=reference_logprobs,
         )
         .learners(learner_class=_timed_learner_class())
         .debugging(seed=0)
@@ -149,7 +153,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
     from bench.weight_sync import measure_weight_sync
 
     lock = Lockstep(args.lockstep_fds)
-    algo = build_algo(args.model, args.problems, args.samples, args.max_tokens, args.dtype)
+    algo = build_algo(args.model, args.problems, args.samples, args.max_tokens, args.dtype,
+                      args.reference_logprobs)  # fmt: skip
     iterations = []
     try:
         for i in range(args.iterations):
@@ -226,6 +231,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
     parser.add_argument("--sides", default="ours,trl")
     parser.add_argument(
+        "--reference-logprobs", default="learner", choices=["learner", "engine"],
+        help="ours: log π_θi from a learner pass (default) or the engine's sampling log-probs",
+    )  # fmt: skip
+    parser.add_argument(
         "--lockstep",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -246,7 +255,8 @@ def main() -> None:
 
     workload = ["--model", args.model, "--problems", str(args.problems), "--samples",
                 str(args.samples), "--max-tokens", str(args.max_tokens), "--iterations",
-                str(args.iterations), "--dtype", args.dtype]  # fmt: skip
+                str(args.iterations), "--dtype", args.dtype,
+                "--reference-logprobs", args.reference_logprobs]  # fmt: skip
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = set(sides) - {"ours", "trl"}
     if unknown:
@@ -275,7 +285,7 @@ def main() -> None:
                 print(f"[{NAME}] {side} FAILED ({codes[side]}); see {log}", flush=True)
     rows = derive_rows(out.get("ours"), out.get("trl"))
     keys = ("model", "problems", "samples", "max_tokens", "iterations", "dtype", "sides",
-            "lockstep")  # fmt: skip
+            "lockstep", "reference_logprobs")  # fmt: skip
     config = {k: getattr(args, k) for k in keys}
     write_result(NAME, args, config=config, results=out, rows=rows)
     if any(out.get(s) is None for s in sides):

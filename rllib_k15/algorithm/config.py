@@ -109,6 +109,10 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
         (0.9, 0.99),
         "AdamW betas. With a reset every iteration, a short β2 horizon lets the second moment warm up within one iteration.",
     ),
+    "reference_logprobs": (
+        "learner",
+        "Where log π_θi (the τ-term's and the clip's reference) comes from. `learner`: one extra forward pass of the learner over the batch at iteration start (exact; also logs the engine/learner gap as logp_mismatch_*). `engine`: the log-probs the engine returned while sampling, no extra pass (~20 % of a CPU iteration in bench/rl_iteration.py). Valid only when the engine samples from π_θi unmodified: temperature 1, top_p 1, no partial rollouts; the engine/learner numeric gap (1.7e-5 per token in fp32 here, ~1e-2 in bf16 on GPUs) then enters the loss. Check logp_mismatch with `learner` before switching.",
+    ),
     "reset_optimizer_each_iteration": (
         True,
         "Reset optimizer state at each iteration start (report §2.3.2: each iteration is a new problem). Off = moments carry over (ablation).",
@@ -273,6 +277,24 @@ def _partial_rollout_errors(c: K15Config):
         )
 
 
+def _reference_errors(c: K15Config):
+    """`reference_logprobs`: the engine's sampling log-probs are log π_θi only when the
+    engine samples from π_θi unmodified."""
+    if c.reference_logprobs not in ("learner", "engine"):
+        yield f"`reference_logprobs` ({c.reference_logprobs!r}) must be 'learner' or 'engine'"
+    elif c.reference_logprobs == "engine":
+        changed = [f"{name}={getattr(c, name)!r}" for name in ("temperature", "top_p")
+                   if getattr(c, name) != 1]  # fmt: skip
+        if c.partial_rollout_max_tokens:
+            changed.append(f"partial_rollout_max_tokens={c.partial_rollout_max_tokens!r}")
+        if changed:
+            yield (
+                f"`reference_logprobs` ('engine') needs temperature 1, top_p 1 and no partial "
+                f"rollouts (the sampling log-probs are not log π_θi otherwise); got "
+                f"{', '.join(changed)}. Use 'learner'."
+            )
+
+
 def _baseline_loss_errors(c: K15Config):
     """Fields of the baseline losses (GRPO, ReST, O1-Pruner)."""
     if not isinstance(c.clip_eps, (int, float)) or not 0 < c.clip_eps < 1:
@@ -359,6 +381,7 @@ def _field_errors(c: K15Config):
         )
     if c.samples_per_problem == 1 and c.loss in ("opmd", "grpo"):
         yield "`samples_per_problem` (1) gives a zero advantage for every response; use >= 2"
+    yield from _reference_errors(c)
     yield from _baseline_loss_errors(c)
     yield from _partial_rollout_errors(c)
     yield from learner_setting_errors(

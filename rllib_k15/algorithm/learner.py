@@ -3,9 +3,9 @@
 One call of :meth:`K15TorchLearner.update` is one mirror-descent iteration i:
 
 1. score every response with the current weights θ_i (no grad) -> ``ref_logp`` (π_θi is
-   frozen for the whole iteration; the engine's sampling log-probs are NOT used as the
-   reference because they differ numerically — their gap is logged as
-   ``logp_mismatch_*``);
+   frozen for the whole iteration). By default the engine's sampling log-probs are not
+   used as the reference because they differ numerically (their gap is logged as
+   ``logp_mismatch_*``); ``reference_logprobs="engine"`` uses them and skips this pass;
 2. reset the optimizer state (each iteration is a new optimisation problem, report §2.3.2);
 3. RLlib's minibatch loop: one optimizer step per minibatch, each minibatch split into
    micro-batches whose gradients are accumulated (sequence batches do not fit at once).
@@ -135,9 +135,12 @@ class K15TorchLearner(TorchLearner):
                 f"{type(batch).__name__} (episodes are not supported: see batching.py)"
             )
         for sample_batch in batch.policy_batches.values():
-            ref = self.compute_reference_logprobs(sample_batch)
-            sample_batch[REF_LOGP] = ref
-            self._log_logp_mismatch(ref, sample_batch[SAMPLE_LOGP], sample_batch[RESPONSE_MASK])
+            if self.config.reference_logprobs == "engine":  # sampled from π_θi as is
+                sample_batch[REF_LOGP] = np.asarray(sample_batch[SAMPLE_LOGP], dtype=np.float32)
+            else:
+                ref = self.compute_reference_logprobs(sample_batch)
+                sample_batch[REF_LOGP] = ref
+                self._log_logp_mismatch(ref, sample_batch[SAMPLE_LOGP], sample_batch[RESPONSE_MASK])
             if self._initial_module is not None:
                 init = self.compute_reference_logprobs(sample_batch, self._initial_module)
                 sample_batch[INIT_LOGP] = init

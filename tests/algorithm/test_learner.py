@@ -62,3 +62,37 @@ def test_tokens_outside_the_loss_mask_do_not_change_the_loss(tiny_model_dir):
     changed = {k: v.copy() for k, v in cols.items()}
     changed["input_ids"][np.arange(8), last] = 7  # rewrite the masked final tokens
     assert loss_of(cols) == pytest.approx(loss_of(changed), rel=1e-6, abs=1e-7)
+
+
+def test_engine_reference_skips_the_extra_pass_and_equals_learner_mode(tiny_model_dir):
+    """`reference_logprobs="engine"`: log π_θi is the sampling log-probs, no reference forward
+    pass. When those are the model's own (as after a weight sync), the update is the same."""
+    cols = random_columns()
+    exact = build_learner(tiny_model_dir)
+    own = exact.compute_reference_logprobs(cols)
+    cols["sample_logp"] = own * cols["response_mask"]  # what a synced engine returns
+    grads = []
+    for mode in ("learner", "engine"):
+        learner = build_learner(tiny_model_dir, reference_logprobs=mode, grad_clip=None)
+        if mode == "engine":
+            def no_pass(*args, **kwargs):
+                raise AssertionError("engine mode must not run the reference forward pass")
+
+            learner.compute_reference_logprobs = no_pass
+        learner.apply_gradients = lambda g: grads.append([v.clone() for v in g.values()])
+        update(learner, cols)
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).norm() <= 1e-4 * a.norm() + 1e-8
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"temperature": 0.7},
+        {"top_p": 0.9},
+        {"max_response_tokens": 8, "partial_rollout_max_tokens": 4},
+    ],
+)
+def test_engine_reference_refuses_modified_sampling(tiny_model_dir, fields):
+    with pytest.raises(ValueError, match=r"`reference_logprobs` \('engine'\) needs temperature 1"):
+        build_learner(tiny_model_dir, reference_logprobs="engine", **fields)

@@ -255,8 +255,7 @@ def main() -> None:
 
     workload = ["--model", args.model, "--problems", str(args.problems), "--samples",
                 str(args.samples), "--max-tokens", str(args.max_tokens), "--iterations",
-                str(args.iterations), "--dtype", args.dtype,
-                "--reference-logprobs", args.reference_logprobs]  # fmt: skip
+                str(args.iterations), "--dtype", args.dtype]  # fmt: skip
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = set(sides) - {"ours", "trl"}
     if unknown:
@@ -266,7 +265,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = {side: Path(tmp) / f"{side}.json" for side in sides}
         commands = {
-            side: (["-m", f"bench.{NAME}", "--child", "ours"] if side == "ours"
+            side: (["-m", f"bench.{NAME}", "--child", "ours",
+                    "--reference-logprobs", args.reference_logprobs] if side == "ours"
                    else ["-m", "bench.trl_grpo"]) + ["--child-out", str(paths[side])] + workload
             for side in sides
         }  # fmt: skip

@@ -5,7 +5,7 @@ Every cell is one K15MirrorDescent trial of the same experiment file with ``tau`
 trial gives the cell's Pass@1 and mean response tokens::
 
     python experiments/tune_sweep.py                                   # 3 τ × 2 warm-ups
-    python experiments/tune_sweep.py --taus 0.05 0.3 --warmups 0 5 --iterations 8
+    python experiments/tune_sweep.py --taus 0.03 0.3 --warmups 0 4 --iterations 6 --eval-interval 3
     python experiments/tune_sweep.py --config tuned_examples/quickstart_smollm2.yaml \\
         --out docs/results/tune_tau_warmup_quick
 
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--taus", type=float, nargs="+", default=[0.03, 0.1, 0.3])
     parser.add_argument("--warmups", type=int, nargs="+", default=[0, 5])
     parser.add_argument("--iterations", type=int, default=12)
+    parser.add_argument("--eval-interval", type=int, help="override training.eval_interval")
     parser.add_argument("--storage", default="runs/tune_sweep", help="Tune storage_path")
     parser.add_argument("--out", default="docs/results/tune_tau_warmup")
     parser.add_argument("--max-concurrent", type=int, default=1)
@@ -87,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
 
     spec = load_experiment_file(ROOT / args.config)
     config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
-    if not config.eval_interval:
-        parser.error(f"{args.config}: set training.eval_interval; the cells need evaluations")
+    if args.eval_interval:
+        config.training(eval_interval=args.eval_interval)
+    if not config.eval_interval or args.iterations % config.eval_interval:
+        parser.error(
+            f"--iterations ({args.iterations}) must be a multiple of eval_interval "
+            f"({config.eval_interval}) so the last iteration is evaluated (--eval-interval)"
+        )
     config.training(
         tau=tune.grid_search(args.taus),
         length_penalty_warmup_iters=tune.grid_search(args.warmups),

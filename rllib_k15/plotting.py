@@ -29,6 +29,7 @@ __all__ = [
     "plot_sweep_heatmaps",
     "plot_token_efficiency",
     "read_metrics_rows",
+    "token_efficiency_table",
 ]
 
 
@@ -82,6 +83,24 @@ def plot_token_efficiency(
     ax.set_ylim(max(0.0, low - pad), min(105.0, high + pad))  # room for a label at 100 %
     ax.legend(fontsize=8, loc="best", title="error bars: ±1 std over runs", title_fontsize=7)
     return _save(fig, out)
+
+
+def token_efficiency_table(summaries: Sequence[LabelSummary]) -> str:
+    """Markdown table of ``summaries``: Pass@1 and mean tokens (mean ± std over runs), and
+    tokens as a fraction of the first label's (the start model of a long2short study)."""
+    if not summaries:
+        raise ValueError("nothing to tabulate: no evaluation results")
+    first = summaries[0].mean_tokens_mean
+    lines = [
+        f"| method | runs | Pass@1 (%) | mean tokens | tokens / {summaries[0].label} |",
+        "|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        ratio = f"{s.mean_tokens_mean / first:.2f}" if first > 0 else "-"
+        accuracy = _pm(100 * s.pass_at_1_mean, 100 * s.pass_at_1_std, s.runs, 1)
+        tokens = _pm(s.mean_tokens_mean, s.mean_tokens_std, s.runs, 1)
+        lines.append(f"| {s.label} | {s.runs} | {accuracy} | {tokens} | {ratio} |")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- training runs side by side

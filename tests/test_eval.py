@@ -22,7 +22,7 @@ from rllib_k15.evaluation import (
     summarize_runs,
     token_percentiles,
 )
-from rllib_k15.plotting import plot_token_efficiency
+from rllib_k15.plotting import plot_token_efficiency, token_efficiency_table
 
 gym = pytest.importorskip("gymnasium")
 k15_envs = pytest.importorskip("k15_envs")
@@ -141,6 +141,17 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
     as_list.write_text(json.dumps(rows))
     assert read_results([as_list]) == rows
 
+    assert token_efficiency_table([long, short]).splitlines() == [
+        "| method | runs | Pass@1 (%) | mean tokens | tokens / long |",
+        "|---|---|---|---|---|",
+        f"| long | 2 | 60.0 ± {100 * long.pass_at_1_std:.1f} | 50.0 ± "
+        f"{long.mean_tokens_std:.1f} | 1.00 |",
+        f"| short | 1 | {100 * short.pass_at_1_mean:.1f} | {short.mean_tokens_mean:.1f} | "
+        f"{short.mean_tokens_mean / 50:.2f} |",
+    ]
+    with pytest.raises(ValueError, match="nothing to tabulate"):
+        token_efficiency_table([])
+
     png = plot_token_efficiency([long, short], tmp_path / "fig.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     with pytest.raises(ValueError, match="nothing to plot"):
@@ -167,5 +178,8 @@ def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Pa
     assert "Pass@1 0.0 ± 0.0% over 2 run(s)" in capsys.readouterr().out
 
     fig = tmp_path / "te.png"
-    assert main(["plot", "token-efficiency", str(out), "--out", str(fig)]) == 0
-    assert fig.is_file() and "tiny-again" in capsys.readouterr().out
+    table = tmp_path / "te.md"
+    assert main(["plot", "token-efficiency", str(out), "--out", str(fig),
+                 "--table", str(table)]) == 0  # fmt: skip
+    assert fig.is_file() and "| tiny-again | 1 | 0.0 | 4.0 | 1.00 |" in capsys.readouterr().out
+    assert table.read_text().splitlines()[2] == "| tiny | 2 | 0.0 ± 0.0 | 4.0 ± 0.0 | 1.00 |"

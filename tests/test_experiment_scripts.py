@@ -64,3 +64,37 @@ def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
     assert ablation.finished_iterations(metrics) == 3
     for exp in ablation.EXPERIMENTS.values():  # every arm's experiment file exists
         assert all((ablation.ROOT / config).is_file() for config in exp.arms.values())
+
+
+def test_long2short_arms_share_start_problems_and_budget() -> None:
+    """long2short RL and O1-Pruner differ only in their objective (issue 10, experiment 5);
+    the long-CoT start is the tuned example without length reward and with a bigger budget."""
+    from rllib_k15.experiment import load_experiment_file
+
+    study = _load("long2short")
+    examples = study.ROOT / study.EXAMPLES
+    l2s, o1 = (
+        load_experiment_file(examples / f"{name}_arithmetic_smollm2.yaml")
+        for name in ("long2short_rl", "o1_pruner")
+    )
+    assert l2s["sections"]["environment"] == o1["sections"]["environment"]
+    assert l2s["sections"]["environment"]["env_config"] == study.L2S_ENV  # = the o1 stats' env
+    ours, theirs = l2s["sections"]["training"], o1["sections"]["training"]
+    shared = ("hf_model", "samples_per_problem", "problems_per_iteration", "minibatch_size",
+              "micro_batch_size", "lr", "eval_interval", "eval_problems", "eval_env_config")  # fmt: skip
+    assert {k: ours[k] for k in shared} == {k: theirs[k] for k in shared}
+    assert ours["hf_model"] == "runs/long2short/models/long_cot"
+    assert ours["length_penalty_warmup_iters"] == 0 and ours["max_response_tokens"] == 64
+    assert theirs["loss"] == "o1_pruner" and theirs["max_response_tokens"] == 256
+    assert l2s["stop"] == o1["stop"]
+
+    long_cot = load_experiment_file(examples / "long_cot_arithmetic_smollm2.yaml")
+    tuned = load_experiment_file(study.ROOT / "tuned_examples/k15_arithmetic_smollm2.yaml")
+    changed = {"length_penalty_weight", "length_penalty_warmup_iters", "max_response_tokens"}
+    ours, theirs = long_cot["sections"]["training"], tuned["sections"]["training"]
+    assert {k: v for k, v in ours.items() if k not in changed} == {
+        k: v for k, v in theirs.items() if k not in changed
+    }
+    assert ours["length_penalty_weight"] == 0 and ours["max_response_tokens"] == 256
+    assert set(study.METHODS.values()) >= {"long_cot", "merge", "shortest_rs_sft", "dpo",
+                                           "l2s_rl", "o1_pruner"}  # fmt: skip

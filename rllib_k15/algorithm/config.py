@@ -175,6 +175,19 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
 }
 
 
+PATH_FIELDS = ("hf_model", "o1_pruner_reference_stats")
+
+
+def _absolute_if_local_path(value: Any) -> Any:
+    """``value`` as an absolute path when it is a relative path to a file or a HF model
+    directory, else unchanged (registered model names and None pass through)."""
+    if not isinstance(value, (str, os.PathLike)) or os.path.isabs(value):
+        return value
+    if os.path.isfile(value) or os.path.isfile(os.path.join(value, "config.json")):
+        return os.path.abspath(value)
+    return value
+
+
 class K15Config(AlgorithmConfig):
     """Config for :class:`rllib_k15.algorithm.algorithm.K15MirrorDescent`.
 
@@ -198,12 +211,16 @@ class K15Config(AlgorithmConfig):
         self.grad_clip_by = "global_norm"
 
     def training(self, **kwargs) -> K15Config:
-        """RLlib's ``training()`` plus the K15 fields (see ``K15_FIELDS``)."""
+        """RLlib's ``training()`` plus the K15 fields (see ``K15_FIELDS``).
+
+        A relative ``hf_model`` / ``o1_pruner_reference_stats`` path that exists is made
+        absolute here, in the driver: Ray actors need not share the driver's working directory.
+        """
         own = {k: kwargs.pop(k) for k in list(kwargs) if k in K15_FIELDS}
         super().training(**kwargs)
         for name, value in own.items():
             if value is not NotProvided:
-                setattr(self, name, value)
+                setattr(self, name, _absolute_if_local_path(value) if name in PATH_FIELDS else value)
         return self
 
     @staticmethod

@@ -5,7 +5,8 @@
 
 ``token-efficiency`` reads the rows ``k15 eval`` appends (JSON Lines, or JSON files holding
 a list of rows), groups them by label and draws Pass@1 against mean response tokens with
-±1 std error bars over runs (Kimi k1.5 report, Figure 7).
+±1 std error bars over runs (Kimi k1.5 report, Figure 7), and prints them as a Markdown table
+(``--table`` also writes it to a file).
 
 ``runs`` reads ``k15 train`` metrics files given as LABEL=PATH (repeat a label for more
 seeds of one arm) and draws held-out Pass@1 and mean response tokens against iteration,
@@ -30,6 +31,7 @@ def add_parser(subparsers: Any) -> None:
     te.add_argument("results", nargs="+", metavar="RESULTS", help="k15 eval result files")
     te.add_argument("--out", default="token_efficiency.png", help="output PNG")
     te.add_argument("--title", default="Token efficiency", help="figure title")
+    te.add_argument("--table", help="also write the Markdown table to this file")
     te.set_defaults(func=run_token_efficiency)
     rc = sub.add_parser("runs", help="training runs side by side: Pass@1 and tokens vs iteration")
     rc.add_argument("runs", nargs="+", metavar="LABEL=METRICS", help="k15 train metrics.jsonl")
@@ -43,15 +45,16 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run_token_efficiency(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from rllib_k15.evaluation import read_results, summarize_runs
-    from rllib_k15.plotting import plot_token_efficiency
+    from rllib_k15.plotting import plot_token_efficiency, token_efficiency_table
 
     summaries = summarize_runs(read_results(args.results))
-    for s in summaries:
-        print(
-            f"{s.label:30s} runs={s.runs}  Pass@1={100 * s.pass_at_1_mean:.1f}±"
-            f"{100 * s.pass_at_1_std:.1f}%  tokens={s.mean_tokens_mean:.1f}±{s.mean_tokens_std:.1f}"
-        )
+    table = token_efficiency_table(summaries)
+    print(table)
+    if args.table:
+        Path(args.table).write_text(table + "\n")
     print(plot_token_efficiency(summaries, args.out, title=args.title))
     return 0
 

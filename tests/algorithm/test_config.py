@@ -69,3 +69,17 @@ def test_resolve_algorithm_falls_back_to_rllib_registry():
     assert resolve_algorithm("PPO").__name__ == "PPO"
     with pytest.raises(ValueError, match="unknown algorithm"):
         resolve_algorithm("NoSuchAlgo")
+
+
+def test_relative_model_and_stats_paths_become_absolute_in_the_driver(tmp_path, monkeypatch):
+    """Ray actors need not share the driver's cwd: local paths are fixed when configured."""
+    (tmp_path / "models" / "long").mkdir(parents=True)
+    (tmp_path / "models" / "long" / "config.json").write_text("{}")
+    (tmp_path / "ref.json").write_text("{}")
+    (tmp_path / "smollm2-135m-instruct").mkdir()  # a same-named dir without config.json
+    monkeypatch.chdir(tmp_path)
+    config = K15Config().training(hf_model="models/long", o1_pruner_reference_stats="ref.json")
+    assert config.hf_model == str(tmp_path / "models" / "long")
+    assert config.o1_pruner_reference_stats == str(tmp_path / "ref.json")
+    for name in ("smollm2-135m-instruct", "missing/dir"):  # names and typos are left alone
+        assert K15Config().training(hf_model=name).hf_model == name

@@ -36,7 +36,7 @@ EXAMPLES = "tuned_examples/long2short"
 L2S_ENV = {"difficulty": 1, "size": 64, "seed": 0}  # = the RL arms' env_config
 EVAL_ENV = {"difficulty": 1, "seed": 12345}
 SFT_ARGS = ["--epochs", "3", "--lr", "1e-5", "--batch-size", "8"]
-DPO_ARGS = ["--beta", "0.1", "--epochs", "2", "--lr", "5e-6", "--batch-size", "4"]
+DPO_ARGS = ["--beta", "0.1", "--epochs", "1", "--lr", "5e-6", "--batch-size", "4"]
 
 # label -> model directory below runs/long2short/models (the eval plot's order)
 METHODS = {
@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
        "--table", str(out / "table.md"))  # fmt: skip
     versus = ROOT / "docs" / "results" / "o1_pruner_vs_long2short_rl"
     versus.mkdir(parents=True, exist_ok=True)
+    arms = {"long CoT (start)", "long2short RL", "O1-Pruner"}  # accuracy vs tokens, 3 models
+    rows = [line for line in results.read_text().splitlines() if json.loads(line)["label"] in arms]
+    (versus / "eval_level1.jsonl").write_text("\n".join(rows) + "\n")
+    sh(*K15, "plot", "token-efficiency", str(versus / "eval_level1.jsonl"),
+       "--out", str(versus / "token_efficiency.png"),
+       "--table", str(versus / "token_efficiency.md"),
+       "--title", "O1-Pruner vs long2short RL, held-out 1-digit addition")  # fmt: skip
     sh(*K15, "plot", "runs", f"long2short RL={work / 'l2s_rl' / 'metrics.jsonl'}",
        f"O1-Pruner={work / 'o1_pruner' / 'metrics.jsonl'}", "--out", str(versus / "comparison.png"),
        "--title", "O1-Pruner vs long2short RL from the same long-CoT start",

@@ -76,7 +76,7 @@ def finished_iterations(metrics: Path) -> int:
     return max((int(r.get("iteration", 0)) for r in rows), default=0)
 
 
-def train_arm(config: str, run_dir: Path, iterations: int) -> None:
+def train_arm(config: str, run_dir: Path, iterations: int, checkpoint_every: int = 4) -> None:
     """Train one arm to ``iterations``, continuing an interrupted run of it."""
     done = finished_iterations(run_dir / "metrics.jsonl")
     if done >= iterations:
@@ -86,7 +86,8 @@ def train_arm(config: str, run_dir: Path, iterations: int) -> None:
         cmd = [*K15, "train", "--resume", str(run_dir), "--iterations", str(iterations)]
     else:
         cmd = [*K15, "train", "--config", str(ROOT / config), "--out", str(run_dir),
-               "--iterations", str(iterations), "--checkpoint-every", "4"]  # fmt: skip
+               "--iterations", str(iterations),
+               "--checkpoint-every", str(checkpoint_every)]  # fmt: skip
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, cwd=ROOT)
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 K15 = [sys.executable, "-m", "rllib_k15.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablation import train_arm  # noqa: E402  (same folder; runs like its arms)
+
 EXAMPLES = "tuned_examples/long2short"
 L2S_ENV = {"difficulty": 1, "size": 64, "seed": 0}  # = the RL arms' env_config
 EVAL_ENV = {"difficulty": 1, "seed": 12345}
@@ -55,22 +58,9 @@ def sh(*cmd: str) -> None:
     subprocess.run(list(cmd), check=True, cwd=ROOT)
 
 
-def finished_iterations(metrics: Path) -> int:
-    if not metrics.is_file():
-        return 0
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return max((int(r.get("iteration", 0)) for r in rows), default=0)
-
-
 def train(config: str, run_dir: Path, iterations: int) -> None:
     """``k15 train`` one run to ``iterations`` (continuing an interrupted one)."""
-    if finished_iterations(run_dir / "metrics.jsonl") >= iterations:
-        return
-    if (run_dir / "run.json").is_file():
-        sh(*K15, "train", "--resume", str(run_dir), "--iterations", str(iterations))
-    else:
-        sh(*K15, "train", "--config", config, "--out", str(run_dir),
-           "--iterations", str(iterations), "--checkpoint-every", "3")  # fmt: skip
+    train_arm(config, run_dir, iterations, checkpoint_every=3)
 
 
 def export(run_dir: Path, out: Path) -> None:

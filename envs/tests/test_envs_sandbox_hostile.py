@@ -4,10 +4,13 @@ reason in ``info``, and no process left behind."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -157,24 +160,49 @@ def test_child_ignoring_sigterm_is_killed(env, leftovers):
     assert leftovers(f"sleep\0{marker}".encode()) == []
 
 
-def test_writes_outside_the_temp_dir_are_blocked(env, tmp_path):
+def test_writes_outside_the_temp_dir_are_blocked(env, record_property):
+    """Tests the write protection this machine has (Landlock, else file permissions)."""
     protections = sandbox_protections(SandboxConfig(**SANDBOX))
-    if "landlock_fs" not in protections:
-        pytest.skip(f"no Landlock here (protections: {protections})")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    outside.chmod(0o777)  # file permissions alone would allow the write
-    in_tmp = f"/tmp/k15-escape-{uuid.uuid4().hex}"
+    record_property("protections", ",".join(protections))
+    print(f"sandbox protections here: {protections}")
+    # Below /tmp, not pytest's tmp_path: /tmp/pytest-of-root is 0700, which alone would
+    # stop ``nobody`` and hide whether the protection under test works.
+    outside = Path(tempfile.mkdtemp(prefix="k15-outside-", dir="/tmp"))
+    try:
+        if "landlock_fs" in protections:
+            outside.chmod(0o777)  # file permissions alone would allow these writes
+            targets = [str(outside / "pwned"), f"/tmp/k15-escape-{uuid.uuid4().hex}"]
+        else:  # no Landlock: only file permissions protect (a 0777 directory is open)
+            assert os.geteuid() != 0 or "uid_nobody" in protections, protections
+            outside.chmod(0o755)
+            parent = str(outside) if os.geteuid() == 0 else "/etc"  # not the code's own
+            targets = [os.path.join(parent, f"k15-escape-{uuid.uuid4().hex}")]
+        body = "def answer():\n"
+        body += "".join(f"    open({t!r}, 'w').write('x')\n" for t in targets)
+        body += "    return 42\n"
+        info = run(env, body)
+        assert info["reward"] == 0.0, protections
+        assert info["reason"].startswith("error: PermissionError"), (info["reason"], protections)
+        assert not any(os.path.exists(t) for t in targets), protections
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_huge_output_and_exception_text_are_capped(env):
+    """1 MB of output, a 1 MB exception message and a forged 4 kB FAIL line: the reason
+    stays short and says it was cut."""
     body = (
+        "import os, sys\n"
+        "print('x' * 1_000_000, flush=True)\n"
+        "print('y' * 1_000_000, file=sys.stderr, flush=True)\n"
         "def answer():\n"
-        f"    open({str(outside / 'pwned')!r}, 'w').write('x')\n"
-        f"    open({in_tmp!r}, 'w').write('x')\n"
-        "    return 42\n"
+        "    raise ValueError('z' * 1_000_000)\n"
     )
     info = run(env, body)
     assert info["reward"] == 0.0
-    assert info["reason"].startswith("error: PermissionError")
-    assert not (outside / "pwned").exists() and not os.path.exists(in_tmp)
+    assert info["reason"].startswith("error: ValueError: zzz")
+    assert len(info["reason"]) <= 220 and "chars cut]" in info["reason"], len(info["reason"])
+    assert all(len(str(v)) <= 220 for v in info.values()), {k: len(str(v)) for k, v in info.items()}
 
 
 def test_network_is_unreachable(env):

@@ -33,10 +33,16 @@ class SandboxConfig:
         a flood of output ends the run with SIGXFSZ ("output_limit").
     max_open_files: ``RLIMIT_NOFILE``.
     max_output_chars: how much of the stdout/stderr tail is returned in reports.
-    drop_privileges: when running as root, run the code as ``nobody``.
+    drop_privileges: when running as root, run the code as ``nobody`` (capabilities are
+        dropped in every case).
     isolate_network: empty network namespace (root) and/or Landlock TCP rules; with
         neither available, a Python-level socket guard (best effort, bypassable).
     restrict_writes: Landlock: no writes outside the fresh temporary directory.
+    restrict_reads: Landlock: reads and executes only beneath the interpreter (plus
+        site-packages and the package root for workers), system library/binary dirs, a
+        few /etc files, /dev/null and /dev/urandom, /proc/self and the temporary directory.
+        Without Landlock, file permissions are the only read protection (as ``nobody``
+        with no capabilities: world-readable files only).
     allow_site_packages: let the code import installed packages (``python -S`` when False).
     tmp_root: where temporary directories are created (default: the system temp dir).
     """
@@ -51,6 +57,7 @@ class SandboxConfig:
     drop_privileges: bool = True
     isolate_network: bool = True
     restrict_writes: bool = True
+    restrict_reads: bool = True
     allow_site_packages: bool = False
     tmp_root: str | None = None
 

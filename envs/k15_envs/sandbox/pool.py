@@ -13,7 +13,8 @@ Properties:
   oversubscribes the machine; ``map`` fans a batch out over them.
 - Workers start lazily (start-up time never counts against a task's deadline) and are
   confined by the sandbox supervisor (``WORKER_DEFAULTS``): memory limit, no network,
-  no writes outside a temp dir, ``nobody`` when run as root.
+  no writes outside a temp dir, reads only of the interpreter, site-packages and this
+  package (Landlock), ``nobody`` when run as root, no capabilities.
 - ``close()`` (also run at garbage collection / interpreter exit) kills them all.
 """
 
@@ -215,7 +216,13 @@ class WorkerPool:
         flags = ["-I", "-B"] + ([] if self.sandbox.allow_site_packages else ["-S"])
         argv = [sys.executable, *flags, "-c", BOOT, _PACKAGE_ROOT, str(req_r), str(resp_w)]
         argv.append(",".join(self.preload))
-        spec = make_spec(self.sandbox, argv, capture_output=False, pass_fds=(req_r, resp_w))
+        spec = make_spec(
+            self.sandbox,
+            argv,
+            capture_output=False,
+            pass_fds=(req_r, resp_w),
+            read_paths=(_PACKAGE_ROOT,),
+        )
         try:
             proc = start_supervisor(spec, pass_fds=(req_r, resp_w))
         finally:

@@ -6,7 +6,9 @@ harness (``harness.py``), and maps what happened to a :class:`RunReport` status:
 
     passed         the program ran to the end (harness reported PASS with the nonce)
     failed         an AssertionError (the tests rejected the solution)
-    error          any other exception ("detail" holds "Type: message"), or sandbox trouble
+    error          any other exception ("detail" holds "Type: message", at most
+                   ``DETAIL_CHARS`` characters plus a "[N chars cut]" marker), or sandbox
+                   trouble
     timeout        the wall-clock limit was hit; the whole process tree was SIGKILLed
     cpu_limit      RLIMIT_CPU was hit (SIGXCPU/SIGKILL)
     memory_limit   MemoryError under RLIMIT_AS
@@ -32,11 +34,12 @@ from pathlib import Path
 
 from k15_envs.sandbox.config import SandboxConfig
 
-__all__ = ["RunReport", "run_python", "classify", "start_supervisor", "base_env"]
+__all__ = ["RunReport", "run_python", "classify", "start_supervisor", "base_env", "cap_text"]
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 HARNESS = Path(__file__).with_name("harness.py")
 SUPERVISOR_GRACE_S = 15.0  # supervisor start-up + teardown allowance beyond the wall limit
+DETAIL_CHARS = 300  # at most this much of the program's exception text reaches ``detail``
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,68 @@ def _python() -> str:
     return sys.executable
 
 
-def _interpreter_paths() -> list[str]:
-    paths = [_python(), os.path.realpath(_python()), sysconfig.get_paths()["stdlib"]]
-    return [p for p in paths if p]
+def _link_chain(path: str) -> list[str]:
+    """``path`` and every symlink hop the kernel follows to reach the real file."""
+    hops = [path]
+    while os.path.islink(hops[-1]) and len(hops) < 40:
+        target = os.readlink(hops[-1])
+        hops.append(os.path.normpath(os.path.join(os.path.dirname(hops[-1]), target)))
+    return hops + [os.path.realpath(path)]
+
+
+def _pth_dirs(site_dir: str) -> list[str]:
+    """Directories that ``.pth`` files in ``site_dir`` add to ``sys.path`` (as ``site`` does)."""
+    found = []
+    try:
+        names = sorted(n for n in os.listdir(site_dir) if n.endswith(".pth"))
+    except OSError:
+        return found
+    for name in names:
+        try:
+            with open(os.path.join(site_dir, name), encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith(("#", "import ", "import\t")):
+                path = os.path.join(site_dir, line)
+                if os.path.isdir(path):
+                    found.append(os.path.realpath(path))
+    return found
+
+
+def _interpreter_paths(site_packages: bool = False) -> list[str]:
+    """What the sandboxed interpreter needs to start (and, with ``site_packages``, import
+    installed packages): the executable and its symlink hops, libpython, the stdlib, the
+    venv's ``pyvenv.cfg``; site-packages and ``.pth`` directories when asked."""
+    exe = _python()
+    paths = _link_chain(exe)
+    stdlib = sysconfig.get_paths()  # in a venv, "platstdlib" is the venv's own lib dir
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix}
+    paths += [sysconfig.get_path(k, vars=base) for k in ("stdlib", "platstdlib")]
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        paths.append(sysconfig.get_config_var("LIBDIR") or "")
+    for folder in (os.path.dirname(exe), os.path.dirname(os.path.dirname(exe))):
+        cfg = os.path.join(folder, "pyvenv.cfg")
+        if os.path.isfile(cfg):
+            paths.append(cfg)
+    if site_packages:
+        import site
+
+        dirs = [*site.getsitepackages(), stdlib["purelib"], stdlib["platlib"]]
+        paths += dirs
+        for folder in dict.fromkeys(dirs):
+            paths += _pth_dirs(folder)
+    return list(dict.fromkeys(p for p in paths if p and os.path.exists(p)))
+
+
+def cap_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, with a marker saying how much was cut."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} chars cut]"
 
 
 def make_spec(
@@ -86,8 +148,10 @@ def make_spec(
     capture_output: bool = True,
     pass_fds: Sequence[int] = (),
     extra_env: dict[str, str] | None = None,
+    read_paths: Sequence[str] = (),
 ) -> dict:
-    """The supervisor's JSON spec for one confined child."""
+    """The supervisor's JSON spec for one confined child (``read_paths``: directories the
+    child may read besides the interpreter, e.g. the package root of grading workers)."""
     return {
         "argv": list(argv),
         "files": dict(files or {}),
@@ -97,8 +161,10 @@ def make_spec(
         "drop_privileges": config.drop_privileges,
         "isolate_network": config.isolate_network,
         "restrict_writes": config.restrict_writes,
+        "restrict_reads": config.restrict_reads,
         "tmp_root": config.tmp_root,
-        "interpreter_paths": _interpreter_paths(),
+        "interpreter_paths": _interpreter_paths(config.allow_site_packages),
+        "read_paths": [os.path.realpath(p) for p in read_paths],
         "nonce": nonce,
         "capture_output": capture_output,
         "output_chars": config.max_output_chars,
@@ -208,11 +274,11 @@ def run_python(program: str, config: SandboxConfig, *, tag: str | None = None) -
     if final is None:
         return RunReport("error", f"sandbox supervisor failed (exit code {proc.returncode})")
     if final["event"] == "error":
-        return RunReport("error", str(final.get("message", "sandbox error")))
+        return RunReport("error", cap_text(final.get("message", "sandbox error"), DETAIL_CHARS))
     status, detail = classify(final, config.cpu_time_s)
     return RunReport(
         status=status,
-        detail=detail,
+        detail=cap_text(detail, DETAIL_CHARS),
         returncode=final.get("returncode"),
         signal=final.get("signal"),
         stdout=str(final.get("stdout", "")),

@@ -13,8 +13,9 @@ What it does, in order:
 2. makes a fresh temporary directory (owned by the sandbox uid), writes the spec's files;
 3. forks; the child joins a new process group, redirects stdio (stdout/stderr to files
    capped by ``RLIMIT_FSIZE``), applies the confinement plan (``_confine.apply_plan``:
-   rlimits, empty network namespace, Landlock, uid ``nobody``) and ``execve``\\ s. A planned
-   protection that fails aborts the run (fail closed);
+   rlimits, empty network namespace, private mount namespace, Landlock, uid ``nobody``,
+   no capabilities) and ``execve``\\ s. A planned protection that fails aborts the run
+   (fail closed);
 4. waits for the child, a wall-clock timeout (``setitimer``), or SIGTERM from the parent;
 5. SIGKILLs the child's process group and then every remaining descendant, repeatedly,
    until none is left (fork bombs race the first sweep), and reaps them;
@@ -224,7 +225,9 @@ def _run(spec: dict, tmp: str, started: list[int]) -> dict:
         drop_privileges=spec.get("drop_privileges", True),
         isolate_network=spec.get("isolate_network", True),
         restrict_writes=spec.get("restrict_writes", True),
+        restrict_reads=spec.get("restrict_reads", True),
         interpreter_paths=spec.get("interpreter_paths", [spec["argv"][0]]),
+        read_paths=spec.get("read_paths", []),
     )
     for name, content in spec.get("files", {}).items():
         path = os.path.join(tmp, name)

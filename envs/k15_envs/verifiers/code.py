@@ -13,7 +13,9 @@ Each run is confined by :func:`k15_envs.sandbox.run_python` (see ``SandboxConfig
 most ``num_workers`` run at once (default ``min(2, cpu_count)``), however many threads
 call ``verify``. Sandbox outcomes map to reasons: passed -> ``correct``, failed assertion
 -> ``wrong``, and ``timeout``, ``cpu_limit``, ``memory_limit``, ``output_limit``,
-``early_exit``, ``killed``, ``error: <Type>: <message>``.
+``early_exit``, ``killed``, ``error: <Type>: <message>``. The program chooses that message,
+so at most 160 characters of it reach the reason (then ``... [N chars cut]``); its
+stdout/stderr never reach ``info``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from k15_envs.sandbox import CODE_DEFAULTS, SandboxConfig, default_pool_size, resolve_config
-from k15_envs.sandbox.runner import RunReport, run_python
+from k15_envs.sandbox.runner import RunReport, cap_text, run_python
 from k15_envs.types import Problem, Reason, Verdict, error_reason
 from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
 
 __all__ = ["CodeVerifier", "extract_code", "build_program"]
 
+_REASON_DETAIL_CHARS = 160  # of the program's exception text, in ``info["reason"]``
 _LANG_TAG = re.compile(r"^[ \t]*(?:python3?|py)?[ \t]*$", re.IGNORECASE)
 _STATUS_REASON = {
     "failed": Reason.WRONG,
@@ -137,4 +140,5 @@ def _to_verdict(report: RunReport, code: str) -> Verdict:
         return Verdict(1.0, True, code, Reason.CORRECT.value)
     if report.status in _STATUS_REASON:
         return Verdict.failed(_STATUS_REASON[report.status], code)
-    return Verdict.failed(error_reason(report.detail or report.status), code)
+    detail = cap_text(report.detail or report.status, _REASON_DETAIL_CHARS)
+    return Verdict.failed(error_reason(detail), code)

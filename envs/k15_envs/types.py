@@ -1,8 +1,8 @@
 """The two value types every env and verifier speaks: :class:`Problem` and :class:`Verdict`.
 
 Both are frozen and picklable, so Ray can ship them between actors. ``Verdict.reason`` is a
-plain ``str`` drawn from :class:`Reason` (or ``"error: ..."``), so it is JSON-friendly and
-stable across versions.
+plain ``str`` drawn from :class:`Reason` (or ``"error: ..."`` / ``"grading_error: ..."``), so
+it is JSON-friendly and stable across versions.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["Problem", "Verdict", "Reason", "error_reason"]
+__all__ = ["Problem", "Verdict", "Reason", "error_reason", "grading_error_reason"]
 
 
 class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
@@ -27,6 +27,9 @@ class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     output_limit  code: the program wrote more than the file/output size limit
     early_exit    code: the program exited before its tests finished (sys.exit/os._exit)
     killed        code: the program was ended by a signal
+    grading_error the grader itself failed (an exception in the scorer or its wrapper):
+                  reward 0 but NOT a wrong answer; the reason reads
+                  ``"grading_error: <exception text>"`` (see ``Verdict.grading_error``)
     """
 
     CORRECT = "correct"
@@ -39,11 +42,17 @@ class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     OUTPUT_LIMIT = "output_limit"
     EARLY_EXIT = "early_exit"
     KILLED = "killed"
+    GRADING_ERROR = "grading_error"
 
 
 def error_reason(detail: str) -> str:
     """The ``"error: ..."`` reason, one line, bounded length."""
     return "error: " + " ".join(str(detail).split())[:200]
+
+
+def grading_error_reason(detail: str) -> str:
+    """The ``"grading_error: ..."`` reason (the grader failed), one line, bounded length."""
+    return f"{Reason.GRADING_ERROR.value}: " + " ".join(str(detail).split())[:200]
 
 
 @dataclass(frozen=True)
@@ -72,13 +81,18 @@ class Verdict:
         ``partial_credit=True`` pass the dataset's fractional score through).
     correct: whether the answer was judged correct.
     extracted_answer: the final answer found in the response (code: the program), or None.
-    reason: one of :class:`Reason`'s values, or ``"error: ..."``.
+    reason: one of :class:`Reason`'s values, ``"error: ..."`` or ``"grading_error: ..."``.
     """
 
     reward: float
     correct: bool
     extracted_answer: str | None
     reason: str
+
+    @property
+    def grading_error(self) -> bool:
+        """True when the grader failed (reason ``grading_error``), not the answer."""
+        return self.reason.split(":", 1)[0] == Reason.GRADING_ERROR.value
 
     @classmethod
     def graded(cls, correct: bool, extracted: str | None) -> Verdict:

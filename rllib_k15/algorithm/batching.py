@@ -126,5 +126,8 @@ def build_train_batch(
         "groups_with_signal_frac": float(np.mean(group_has_signal)),
         "num_responses": float(n),
         "num_problems": float(len(group_has_signal)),
+        # the verifier itself failed (k15_envs Reason.GRADING_ERROR): reward 0 that is NOT a
+        # wrong answer; anything above 0 needs a look (the env logs the error once)
+        "grading_errors": float(sum(r.reason.startswith("grading_error") for r in rollouts)),
     }
     return columns, stats

@@ -84,3 +84,20 @@ def test_empty_batch_is_an_error():
         build_train_batch(
             [], pad_token_id=0, tau=1.0, baseline="mean", length_weight=0.0, iteration=0
         )
+
+
+def test_grading_errors_are_counted_apart_from_wrong_answers():
+    import dataclasses
+
+    wrong = _rollout(0, [5], False)
+    broken = dataclasses.replace(_rollout(0, [6], False), reason="grading_error: KeyError: 'x'")
+    _, stats = build_train_batch(
+        [wrong, broken, _rollout(0, [7], True)],
+        pad_token_id=0,
+        tau=1.0,
+        baseline="mean",
+        length_weight=0.0,
+        iteration=0,
+    )
+    assert stats["grading_errors"] == 1.0
+    assert stats["accuracy"] == pytest.approx(1 / 3)

@@ -15,15 +15,19 @@ grade with the dataset's own ``score_answer`` inside sandboxed grading workers (
   attribute. Without it, problems carry difficulty 0.0.
 
 Several levels (``[1, 2]``, ``"1-3"``) mix reproducibly per index, as in Arithmetic.
+
+``problem.metadata["config"]`` is the generator's config object itself (not a JSON copy:
+JSON turned ``word_sorting``'s ``TextTransformation`` enum into a string, so its scorer
+raised on every answer), and the grading worker rebuilds that exact dataset. A grader that
+fails gives reason ``grading_error: ...`` and ``info["grading_error"] = True`` in ``step``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from functools import cached_property, lru_cache
-from typing import Any
+from typing import Any, SupportsFloat
 
 from k15_envs.base import ReasoningEnv
 from k15_envs.extract import ExtractMode
@@ -101,6 +105,14 @@ class _RGymEnv(ReasoningEnv):
     def _prompt(self, question: str) -> str:
         return f"{question.strip()}\n\n{self.instruction}" if self.instruction else question.strip()
 
+    def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
+        """``ReasoningEnv.step`` plus ``info["grading_error"]``: True when the scorer (not the
+        answer) failed; the reason then reads ``grading_error: ...``."""
+        obs, reward, terminated, truncated, info = super().step(action)
+        verdict = self._last[1] if self._last is not None else None
+        info["grading_error"] = bool(verdict is not None and verdict.grading_error)
+        return obs, reward, terminated, truncated, info
+
 
 # -- GSM symbolic ---------------------------------------------------------------------------
 @lru_cache(maxsize=1)
@@ -152,10 +164,14 @@ class GSMSymbolicEnv(_RGymEnv):
         )
 
     @cached_property
-    def _generators(self) -> dict[int, Any]:
+    def _dataset(self) -> Any:
         from reasoning_gym.arithmetic.gsm_symbolic import gsm_symbolic as gs
 
-        return gs.GSMSymbolicDataset(gs.GSMSymbolicDatasetConfig(seed=0, size=1)).generators
+        return gs.GSMSymbolicDataset(gs.GSMSymbolicDatasetConfig(seed=0, size=1))
+
+    @property
+    def _generators(self) -> dict[int, Any]:
+        return self._dataset.generators
 
     def _make_problem(self, index: int) -> Problem:
         level = level_for_index(self.levels, self.seed, index)
@@ -164,7 +180,12 @@ class GSMSymbolicEnv(_RGymEnv):
         example = self._generators[template](random.Random(mix_seed(self.seed, index)), 1.0)
         question = example["question"] + _GSM_SUFFIX
         entry = {"question": question, "answer": example["answer"], "metadata": {}}
-        metadata = {"dataset": "gsm_symbolic", "config": "{}", "entry": entry, "template": template}
+        metadata = {
+            "dataset": "gsm_symbolic",
+            "config": self._dataset.config,
+            "entry": entry,
+            "template": template,
+        }
         return Problem(
             f"gsm_symbolic/d{level}/{index:05d}",
             self._prompt(question),
@@ -237,7 +258,7 @@ class CountdownEnv(_RGymEnv):
         else:
             raise RuntimeError(f"countdown: no problem could be generated for index {index}")
         question = entry["question"].split("\n\nFinal answer format instructions:")[0]
-        metadata = {"dataset": "countdown", "config": "{}", "entry": entry}
+        metadata = {"dataset": "countdown", "config": dataset.config, "entry": entry}
         return Problem(
             f"countdown/d{level}/{index:05d}",
             self._prompt(question),
@@ -248,18 +269,6 @@ class CountdownEnv(_RGymEnv):
 
 
 # -- Any reasoning-gym dataset ----------------------------------------------------------------
-def _config_json(config: Any) -> str:
-    fields = {
-        f.name: getattr(config, f.name)
-        for f in dataclasses.fields(config)
-        if f.name not in ("seed", "size")
-    }
-    try:
-        return json.dumps(fields, sort_keys=True)
-    except TypeError:
-        return "{}"  # not JSON-able: the scorer gets the dataset's default config
-
-
 class ReasoningGymEnv(_RGymEnv):
     """Any reasoning-gym dataset by name, graded by that dataset's scorer.
 
@@ -346,16 +355,15 @@ class ReasoningGymEnv(_RGymEnv):
         level = level_for_index(self.levels, self.seed, index)
         dataset = self._datasets[level]
         entry = dataset[index]
-        metadata = {
-            "dataset": self.dataset_name,
-            "config": _config_json(dataset.config),
-            "entry": entry,
-        }
+        # the config object itself (seed and size included): the grading worker rebuilds
+        # this very dataset, enum/tuple fields intact (a JSON copy lost them)
+        metadata = {"dataset": self.dataset_name, "config": dataset.config, "entry": entry}
         tag = f"d{level}/" if level else ""
+        gold = entry.get("answer")
         return Problem(
             f"rg/{self.dataset_name}/{tag}{index:05d}",
             self._prompt(entry["question"]),
-            str(entry["answer"]),
+            "" if gold is None else str(gold),  # some datasets (rubiks_cube...) have no gold
             float(level),
             metadata,
         )

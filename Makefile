@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine (see README):
 #   make train   set up the environment, then train on the embedded default model
 #   make test    set up the environment, then run the whole test suite
+#   make test-precision   the `precision`-marked tests again, K15_PRECISION = the other kind
 # `make setup` is idempotent: it reinstalls only when a pyproject changed.
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 ROUTE ?= cpu
 STAMP := $(VENV)/.k15-installed-$(ROUTE)
 
-.PHONY: setup train test test-fast bench lint clean
+.PHONY: setup train test test-fast test-precision bench lint clean
 
 setup: $(STAMP)
 
@@ -33,6 +34,18 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# The tiny-model numerics and learning tests (marker `precision`) with K15_PRECISION forced
+# to the precision that "auto" (or your K15_PRECISION) does NOT pick here, so a bf16 box also
+# checks fp32 and an AVX2 box bf16 (emulated: slower, minutes on tiny models). Exit 5 (no
+# tests collected) fails too.
+test-precision: setup
+	@auto=$$($(PY) -c "from rllib_k15.hardware import decide_precision as d; print(d().dtype)") || exit 1; \
+	if [ "$$auto" = bfloat16 ]; then other=fp32; else other=bf16; fi; \
+	echo "precision: auto picks $$auto here; running -m precision with K15_PRECISION=$$other"; \
+	K15_PRECISION=$$other $(PY) -m pytest -q -m precision; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "no test carries the 'precision' marker" >&2; fi; \
+	exit $$rc
 
 bench: setup
 	$(PY) -m bench.run_all

@@ -1,6 +1,8 @@
 """The baseline losses selected by config, through the real learner and K15MirrorDescent.
 
-Tiny random Llama (peaked, see conftest.py) on the toy env (toy_env.py), HF engine.
+Tiny random Llama (peaked, see conftest.py) on the toy env (toy_env.py), HF engine. The
+learner-level tests check exact numerics in fp32 (learner_harness pins it) and are marked
+``precision``; the algorithm tests check that training happens and keep "auto" precision.
 """
 
 import numpy as np
@@ -34,6 +36,7 @@ def o1_stats_file(tmp_path):
     ],
     ids=["grpo", "rest", "o1_pruner"],
 )
+@pytest.mark.precision
 def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, o1_stats_file, training):
     """Every baseline loss is a row mean, so 3+3+2 accumulated rows = the 8-row batch."""
     if training["loss"] == "o1_pruner":
@@ -50,6 +53,7 @@ def test_micro_batching_does_not_change_the_gradient(tiny_model_dir, o1_stats_fi
         assert (whole - accumulated).norm() <= 1e-5 * whole.norm() + 1e-9
 
 
+@pytest.mark.precision
 def test_grpo_keeps_a_frozen_initial_model_for_its_kl(tiny_model_dir):
     learner = build_learner(tiny_model_dir, loss="grpo", grpo_kl_beta=0.1)
     assert build_learner(tiny_model_dir, loss="grpo", grpo_kl_beta=0.0)._initial_module is None
@@ -70,6 +74,7 @@ def test_grpo_keeps_a_frozen_initial_model_for_its_kl(tiny_model_dir):
     assert float(first["grpo_adv_abs_mean"]) == pytest.approx(0.5 / (np.sqrt(1 / 3) + 1e-4))
 
 
+@pytest.mark.precision
 def test_update_adds_init_logp_only_when_needed(tiny_model_dir):
     seen = {}
     for beta in (0.0, 0.1):

@@ -1,10 +1,16 @@
-"""K15TorchLearner on the tiny model: accumulation invariance, optimizer reset, masking."""
+"""K15TorchLearner on the tiny model: accumulation invariance, optimizer reset, masking.
+
+Exact numerics: the learner is fp32 (learner_harness pins ``autocast_bf16=False``), on every
+CPU and whatever ``K15_PRECISION`` says (CI runs these with both: ``-m precision``).
+"""
 
 import numpy as np
 import pytest
 import torch
 from learner_harness import build_learner, random_columns, update
 from ray.rllib.core import DEFAULT_MODULE_ID
+
+pytestmark = pytest.mark.precision
 
 
 def test_micro_batching_does_not_change_the_gradient(tiny_model_dir):

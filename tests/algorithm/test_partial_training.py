@@ -3,7 +3,8 @@
 Tiny random model, toy env, transformers engine. ``max_response_tokens=8`` with a budget of
 4 new tokens per iteration: the tiny model hardly ever emits EOS, so each response takes
 two segments — every group waits in the store for one iteration and is trained in the
-next, made of tokens from two iterations.
+next, made of tokens from two iterations. The tests compare runs state for state (restored vs
+uninterrupted, remote vs local runner), so engine and learner are pinned to fp32.
 """
 
 import numpy as np
@@ -21,7 +22,7 @@ K, PROBLEMS, MAX_TOKENS, BUDGET = 4, 4, 8, 4
 def _config(model_dir, **overrides):
     training = dict(
         hf_model=str(model_dir), engine="hf", engine_options={"dtype": "float32"},
-        samples_per_problem=K, problems_per_iteration=PROBLEMS,
+        autocast_bf16=False, samples_per_problem=K, problems_per_iteration=PROBLEMS,
         max_response_tokens=MAX_TOKENS, partial_rollout_max_tokens=BUDGET,
         partial_rollout_max_groups=2 * PROBLEMS, minibatch_size=K * PROBLEMS, lr=3e-4,
     )  # fmt: skip

@@ -5,6 +5,10 @@ mechanics), ZeRO-3 on one node. Both check, after every iteration: the losses ar
 both learners hold the same full parameters (fetched from each learner actor), the weights
 moved, and the EnvRunner's engine samples from them (reference log-probs of the learner
 match the engine's sampling log-probs) — then save, restore and `k15 export`.
+
+Exact numerics (identical learners, log-probs equal to the fp32 engine's to 1e-3, the exported
+weights bit for bit): DeepSpeed runs in fp32 (``bf16=False``, and the learner's autocast off)
+on every machine; "auto" would pick bf16 on bf16-capable CPUs (log-prob gap ~2e-2).
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def _config(model_dir, zero_stage: int) -> K15Config:
             minibatch_size=8,  # global: 4 rows per learner per optimizer step
             micro_batch_size=2,  # 2 accumulated backward passes per step
             lr=1e-3,
-            deepspeed={"zero_stage": zero_stage},
+            autocast_bf16=False,
+            deepspeed={"zero_stage": zero_stage, "bf16": False},  # fp32: see the docstring
         )
         .learners(num_learners=2)
         .debugging(seed=0)

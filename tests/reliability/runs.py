@@ -110,7 +110,8 @@ def buffer_state(checkpoint: Path) -> dict:
 
 
 def toy_config(model_dir, env_id: str | None = None, env_config: dict | None = None, **training):
-    """K15Config on the toy env with the HF engine in fp32 (fast, deterministic)."""
+    """K15Config on the toy env, HF engine and learner in fp32 (fast, deterministic; the
+    reliability tests compare runs number for number)."""
     import toy_env
 
     from rllib_k15 import K15Config
@@ -119,6 +120,7 @@ def toy_config(model_dir, env_id: str | None = None, env_config: dict | None = N
         hf_model=str(model_dir),
         engine="hf",
         engine_options={"dtype": "float32"},
+        autocast_bf16=False,
         samples_per_problem=4,
         problems_per_iteration=4,
         max_response_tokens=1,

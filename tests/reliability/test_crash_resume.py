@@ -2,8 +2,9 @@
 
 One uninterrupted run (A) and one run (B) that is killed twice — during generation of
 iteration 4 and during the learner update of iteration 6 — and resumed each time with
-``k15 train --resume``. Tiny random model, HF engine (fp32), toy env, prioritized sampling
-(so the problem draw depends on the recorded outcomes, not only on the sampler's RNG).
+``k15 train --resume``. Tiny random model, HF engine and learner in fp32, toy env,
+prioritized sampling (so the problem draw depends on the recorded outcomes, not only on the
+sampler's RNG).
 B must end with exactly A's metrics rows (same iterations once each, same problem ids in
 the same order, same accuracy/reward/loss) and A's problem-buffer state; each kill leaves
 the previous checkpoint as ``latest``; rotation keeps 2 checkpoints. The second variant
@@ -43,6 +44,7 @@ def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path,
         tiny_model_dir,
         iterations=ITERATIONS,
         sampling={"strategy": "prioritized"},
+        autocast_bf16=False,  # fp32 learner too: runs A and B are compared number for number
         **(PARTIAL if partial else {}),
     )
     run_a, run_b = tmp_path / "A", tmp_path / "B"

@@ -52,7 +52,12 @@ def build_parser(package: str = COMMANDS_PACKAGE) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)"
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging (-v info, -vv debug); `k15 train` then also shows vLLM's and "
+        "Ray's logs in the terminal (by default they go to its run's engine.log)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in discover_commands(package):

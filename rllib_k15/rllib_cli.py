@@ -67,6 +67,16 @@ def build_config_from_args(args: argparse.Namespace):
                     sections.setdefault(name, {}).update(values)
             else:
                 flat = payload
+    if getattr(args, "overrides", None):  # --set: deep-merged, checked like a file
+        from rllib_k15.commands.train import load_experiment
+
+        spec, _ = load_experiment(None, args.overrides)
+        for name, values in spec["sections"].items():
+            sections[name] = _deep_merge(sections.get(name, {}), values)
+        stop = _deep_merge(stop, spec["stop"])
+        args.run_settings.update(spec["run"])
+        algo_name = spec["algo"] or algo_name
+        sources.append(spec["source"])
     if not algo_name:
         raise SystemExit("error: --algo is required (or an `algo:` key in the -f/--config file)")
     algo_cls = resolve_algorithm(algo_name)
@@ -82,6 +92,16 @@ def build_config_from_args(args: argparse.Namespace):
     if args.stop:
         stop = {**stop, **_parse_json_arg("--stop", args.stop)}
     return algo_cls, config, stop or {"training_iteration": 1}
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _resume(args: argparse.Namespace):
@@ -105,6 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         from rllib_k15.training_run import preflight
 
         preflight(config)  # env id, env_config, dataset files
+    if hasattr(config, "problems_per_iteration"):  # K15MirrorDescent: what it will cost
+        from rllib_k15.training_run import budget_line
+
+        print(budget_line(config, stop.get("training_iteration"), stop), flush=True)
     from ray import tune
 
     every = args.checkpoint_freq
@@ -177,6 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment file (YAML) with builder sections and stop",
     )
     train.add_argument("--stop", help="stop criteria as JSON, e.g. '{\"training_iteration\": 20}'")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="override one field (repeatable; value read as YAML; applied after -f and "
+        "--config, checked like a file), e.g. --set training.max_response_tokens=64",
+    )
     train.add_argument(
         "--checkpoint-freq",
         type=int,

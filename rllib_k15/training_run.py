@@ -79,6 +79,135 @@ def preflight(config) -> None:
             env.close()
 
 
+QUICKSTART = "tuned_examples/quickstart_smollm2.yaml"
+# (problems, samples, max tokens) -> what one iteration of SmolLM2-135M on
+# k15/Arithmetic-v0 cost when measured on this project's shared 2-core CPU box
+MEASURED_BUDGETS = {
+    (16, 8, 256): "measured 7–20 min per iteration and a 10 GB peak RSS on a shared 2-core CPU",
+    (8, 4, 96): "measured 1.5–2.5 min per iteration on a 2-core CPU",
+}
+
+
+def budget_line(config, iterations: int | None = None, stop: dict | None = None) -> str:
+    """One line: the generation budget of an iteration (problems × samples × max response
+    tokens), the iterations, and, for the built-in defaults, what they cost when measured
+    and a pointer to the laptop-sized quickstart. ``stop``: Tune stop criteria, shown when
+    they have no ``training_iteration``."""
+    from rllib_k15.algorithm.config import K15_FIELDS
+
+    p, k, t = config.problems_per_iteration, config.samples_per_problem, config.max_response_tokens
+    per_iteration = p * k * t
+    text = (
+        f"budget: {p} problems × {k} samples × ≤{t} tokens = ≤{per_iteration:,} generated "
+        f"tokens per iteration"
+    )
+    if iterations is not None:
+        text += f", {iterations} iteration{'s' if iterations != 1 else ''}"
+        if iterations > 1:
+            text += f" (≤{per_iteration * iterations:,} in all)"
+    elif stop:
+        text += f", until {stop}"
+    if getattr(config, "partial_rollout_max_tokens", None):
+        budget = config.partial_rollout_max_tokens
+        text += f"; partial rollouts: ≤{budget} new tokens per response per iteration"
+    if getattr(config, "eval_interval", 0):
+        text += (
+            f"; held-out eval every {config.eval_interval}: {config.eval_problems} × "
+            f"{config.eval_samples} × ≤{t}"
+        )
+    defaults = tuple(
+        K15_FIELDS[name][0]
+        for name in ("problems_per_iteration", "samples_per_problem", "max_response_tokens")
+    )
+    measured = MEASURED_BUDGETS.get((p, k, t)) if "smollm2" in str(config.hf_model) else None
+    if (p, k, t) == defaults:
+        text += " — the built-in defaults"
+        text += f" ({measured})" if measured else ""
+        text += f"; for a laptop-sized run use --config {QUICKSTART}"
+    elif measured:
+        text += f" ({measured})"
+    return text
+
+
+def _decision(setting: Any = "auto") -> dict[str, Any]:
+    """:func:`rllib_k15.hardware.decide_precision` for ``setting`` as a dict (dtype, source,
+    reason, cpu_flags); a setting it does not know (e.g. vLLM's "half") is reported as is."""
+    from rllib_k15.hardware import decide_precision
+
+    try:
+        return decide_precision(setting).as_dict()
+    except ValueError:
+        return {"dtype": str(setting), "source": "setting", "reason": f"explicit {setting!r}"}
+
+
+def _describe(decision: dict[str, Any]) -> str:
+    source, reason = decision.get("source"), str(decision.get("reason") or "")
+    if source and not reason.startswith(str(source)):
+        return f"{source}: {reason}" if reason else str(source)
+    return reason
+
+
+def precision_report(
+    config=None, *, engine_dtype: Any = None, engine_flag: str = "--dtype"
+) -> tuple[str, dict[str, Any]]:
+    """The precision a run uses: one line to print and a JSON-able record.
+
+    ``config``: a K15Config (learner ``autocast_bf16`` and the engine's
+    ``engine_options['dtype']``); without one (``k15 eval``) only ``engine_dtype`` (set by
+    ``engine_flag``). An explicit setting (not "auto") is reported as set; "auto" as
+    :func:`rllib_k15.hardware.decide_precision` decided, with its measured reason.
+    """
+    if config is not None:
+        engine_setting = (config.engine_options or {}).get("dtype", "auto")
+        learner_setting = config.autocast_bf16
+    else:
+        engine_setting, learner_setting = engine_dtype or "auto", None
+    engine_setting = str(engine_setting).removeprefix("torch.")
+    auto = None
+    if engine_setting == "auto" or learner_setting == "auto":
+        auto = _decision("auto")
+    record: dict[str, Any] = {}
+    engine = {"setting": engine_setting}
+    engine["dtype"] = (
+        auto["dtype"] if engine_setting == "auto" else _decision(engine_setting)["dtype"]
+    )
+    record["dtype"] = engine["dtype"]
+    record["engine"] = engine
+    if learner_setting is not None:
+        if learner_setting == "auto":
+            bf16 = auto["dtype"] == "bfloat16"
+        elif isinstance(learner_setting, bool):
+            bf16 = learner_setting
+        else:  # validate() reports it; describe what was set
+            bf16 = None
+        record["learner"] = {
+            "setting": learner_setting,
+            "autocast_bf16": bf16,
+            "compute": {True: "bfloat16", False: "float32", None: str(learner_setting)}[bf16],
+        }
+    if auto is not None:
+        record["auto"] = auto
+    everything_auto = engine_setting == "auto" and learner_setting in ("auto", None)
+    if everything_auto:
+        line = f"precision: {auto['dtype']} ({_describe(auto)})"
+    elif learner_setting is None:  # an engine alone (k15 eval)
+        line = f"precision: {engine['dtype']} (set: {engine_flag} {engine_setting})"
+    else:
+        compute = record["learner"]["compute"]
+        engine_text = (
+            f"engine {engine['dtype']} (auto)" if engine_setting == "auto"
+            else f"engine {engine['dtype']} (set: dtype={engine_setting})"
+        )  # fmt: skip
+        learner_text = (
+            f"learner {compute} (auto)" if learner_setting == "auto"
+            else f"learner {compute} (set: autocast_bf16={json.dumps(learner_setting)})"
+        )  # fmt: skip
+        line = f"precision: {engine_text}, {learner_text}"
+        if auto is not None:
+            line += f"; auto: {auto['dtype']} ({_describe(auto)})"
+    return line, record
+
+
 def run_training(
     config,
     iterations: int,
@@ -114,12 +243,15 @@ def run_training(
             f"{out} holds an earlier run (metrics.jsonl or checkpoints); continue it with "
             f"`k15 train --resume {out}` or choose another --out"
         )
-    console = Console()
+    console = Console(soft_wrap=True)  # long paths stay on one line
     console.print(
         f"[bold]K15MirrorDescent[/] on {config.env} with {config.hf_model}, "
-        f"{iterations} iterations -> {out}"
+        f"{iterations} iteration{'s' if iterations != 1 else ''} -> {out}"
     )
     algo = config.build_algo()
+    from rllib_k15.engine.logging import refresh
+
+    refresh()  # loggers of libraries imported while building (k15 train routes them)
     rows: list[dict] = []
     try:
         if resume:
@@ -153,6 +285,8 @@ def run_training(
                     checkpoints.save(algo.save_to_path, algo.iteration)
         if checkpoints.latest() is None:  # e.g. `--iterations 0`
             checkpoints.save(algo.save_to_path, algo.iteration)
+        if not console.is_terminal:
+            console.line()  # a non-terminal Live leaves its last frame without a newline
     finally:
         algo.stop()
     plot_learning_curve(

@@ -52,3 +52,33 @@ def test_subcommand_is_required() -> None:
     with pytest.raises(SystemExit) as err:
         main(["model"])
     assert err.value.code == 2
+
+
+def test_train_help_documents_reruns_overrides_and_logs(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "runs/k15-YYYYMMDD-HHMMSS" in text and "k15 train --resume runs/k15" in text
+    assert "runs/latest" in text and "--set SECTION.FIELD=VALUE" in text
+    assert "engine.log" in text and "-v" in text
+
+
+def test_eval_prints_and_records_its_precision(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    import json
+
+    out = tmp_path / "eval.jsonl"
+    argv = ["eval", "--engine", "hf", "--dtype", "float32", "--model", str(tiny_model_dir),
+            "--problems", "1", "--samples", "1", "--max-tokens", "1", "--out", str(out),
+            "--label", "tiny", "--no-plot"]  # fmt: skip
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "precision: float32 (set: --dtype float32)"
+    (row,) = [
+        json.loads(line) for line in (tmp_path / "eval.precision.jsonl").read_text().splitlines()
+    ]
+    assert row["label"] == "tiny" and row["engine"] == "hf"
+    assert (
+        row["precision"]["dtype"] == "float32"
+        and row["precision"]["engine"]["setting"] == "float32"
+    )

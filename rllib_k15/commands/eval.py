@@ -10,6 +10,9 @@ mean and percentile response tokens and throughput. Run ``r`` samples with seed
 ``S + r``; the problems are the same in every run (they depend on the env's own ``seed``
 kwarg, default 0 — use another env seed than training's for a held-out set).
 
+The precision used (``--dtype``; "auto" as ``rllib_k15.hardware`` decided, with its
+reason) is printed first and appended to ``<out>.precision.jsonl`` beside ``--out``.
+
 Each run appends one JSON row to ``--out`` (JSON Lines) and to the CSV beside it, then the
 token-efficiency plot of every label in the file is redrawn next to it (``.png``):
 evaluate several models or methods with different ``--label``s into the same file to get
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -57,9 +61,29 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def precision_path(out: str) -> Path:
+    """Where ``k15 eval --out results/eval.jsonl`` records its precision decisions:
+    ``results/eval.precision.jsonl`` (one line per evaluation: label, model, engine)."""
+    return Path(out).with_suffix(".precision.jsonl")
 
+
+def _report_precision(args: argparse.Namespace, label: str) -> None:
+    """Print the engine's precision (``--dtype``, "auto" resolved with its reason) and
+    append it to :func:`precision_path` next to ``--out``."""
+    import time
+
+    from rllib_k15.training_run import precision_report
+
+    line, record = precision_report(engine_dtype=args.dtype)
+    print(line, flush=True)
+    path = precision_path(args.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = {"label": label, "model": str(args.model), "engine": args.engine, "at": time.time()}
+    with open(path, "a") as fh:
+        fh.write(json.dumps({**row, "precision": record}, default=str) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
     from rllib_k15.engine import make_engine
     from rllib_k15.evaluation import (
         append_results,
@@ -76,11 +100,12 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise SystemExit(f"--runs ({args.runs}) must be >= 1")
     env = make_env(args.env, env_kwargs)
+    label = args.label or str(args.model)
+    _report_precision(args, label)
     engine_kwargs: dict[str, Any] = {"seed": args.seed, "dtype": args.dtype}
     if args.engine == "vllm":
         engine_kwargs["max_model_len"] = args.max_tokens + 1024  # prompt headroom
     engine = make_engine(args.engine, args.model, **engine_kwargs)
-    label = args.label or str(args.model)
     rows = []
     try:
         for r in range(args.runs):

@@ -75,3 +75,50 @@ def test_tune_grid_search_over_tau(peaked_tiny_model_dir, tmp_path):
     taus = sorted(r.config["tau"] for r in results)
     assert taus == [0.05, 0.5]
     assert all("accuracy" in r.metrics["k15"] for r in results)
+
+
+class _NoTuner:
+    """Stands in for tune.Tuner: records what it was given, trains nothing."""
+
+    seen: list = []
+
+    def __init__(self, trainable, param_space=None, run_config=None):
+        _NoTuner.seen.append((param_space, run_config))
+
+    def fit(self):
+        return []
+
+
+def test_rllib_train_prints_the_budget_before_work(tiny_model_dir, monkeypatch, capsys):
+    """The no-config-file command names its budget (the built-in defaults) and the
+    laptop-sized alternative before Tune starts; `--set` overrides fields like a file."""
+    monkeypatch.setattr(tune, "Tuner", _NoTuner)
+    _NoTuner.seen.clear()
+    base = ["train", "--algo", "K15MirrorDescent", "--env", "k15/Arithmetic-v0"]
+    base += ["--stop", '{"training_iteration": 2}', "--set", f"training.hf_model={tiny_model_dir}"]
+    assert main(base) == 0
+    out = capsys.readouterr().out
+    assert (
+        "budget: 16 problems × 8 samples × ≤256 tokens = ≤32,768 generated tokens per "
+        "iteration, 2 iterations (≤65,536 in all) — the built-in defaults"
+    ) in out
+    assert "for a laptop-sized run use --config tuned_examples/quickstart_smollm2.yaml" in out
+    config, run_config = _NoTuner.seen[-1]
+    assert config.hf_model == str(tiny_model_dir) and run_config.stop == {"training_iteration": 2}
+
+    override = [
+        "--set",
+        "training.problems_per_iteration=4",
+        "--set",
+        "training.engine_options.dtype=float32",
+    ]
+    assert main([*base, *override]) == 0
+    out = capsys.readouterr().out
+    assert "budget: 4 problems × 8 samples × ≤256 tokens" in out and "laptop-sized" not in out
+    config, _ = _NoTuner.seen[-1]
+    assert config.problems_per_iteration == 4 and config.engine_options["dtype"] == "float32"
+
+
+def test_rllib_train_set_is_checked(capsys):
+    assert main(["train", "--algo", "K15MirrorDescent", "--set", "training.tua=1"]) == 2
+    assert "unknown field(s) ['tua'] in section `training`" in capsys.readouterr().err

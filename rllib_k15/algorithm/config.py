@@ -19,7 +19,11 @@ from rllib_k15.distributed.deepspeed_config import learner_setting_errors
 from rllib_k15.hardware import resolve_autocast
 
 # name -> (default, help). The single source of truth for K15 fields: defaults, docs
-# (README table, CLI help) and `training()` kwargs are all generated from it.
+# (README table, CLI help) and `training()` kwargs are all generated from it. The batch
+# defaults (8 problems × 4 samples × ≤128 tokens, micro-batches of 4) are sized for the
+# embedded 135M model on a 2-core CPU: the former 16 × 8 × 256 with micro-batches of 8
+# took 7–20 min per iteration there and peaked at 9.6 GiB RSS (activations and the
+# 8 × 257 × 49152 logits of a micro-batch were ~5 GiB of it). GPU runs set their own.
 K15_FIELDS: dict[str, tuple[Any, str]] = {
     "hf_model": (
         "smollm2-135m-instruct",
@@ -58,15 +62,15 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
         "Estimate of τ·log Z: `mean` reward (report's practical default, unbiased-ish, bounded) or `logsumexp` τ·log mean exp(r/τ) (exact for the surrogate but → max reward as τ → 0).",
     ),
     "samples_per_problem": (
-        8,
+        4,
         "k responses per problem. More samples = better baseline and more groups with reward variance, at linear generation cost.",
     ),
     "problems_per_iteration": (
-        16,
+        8,
         "Problems sampled per iteration. Batch = problems × k responses.",
     ),
     "max_response_tokens": (
-        256,
+        128,
         "Hard cap on response length; a response cut here is `truncated` and scores 0.",
     ),
     "temperature": (
@@ -94,11 +98,11 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
         "Passes over each iteration's batch. >1 moves further from π_θi per iteration (the τ term holds it back).",
     ),
     "minibatch_size": (
-        32,
+        16,
         "Responses per optimizer step. Batch / minibatch_size optimizer steps per epoch.",
     ),
     "micro_batch_size": (
-        8,
+        4,
         "Responses per forward/backward pass (gradient accumulation). Lower saves memory, costs speed; no effect on the maths.",
     ),
     "weight_decay": (
@@ -120,6 +124,10 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     "autocast_bf16": (
         "auto",
         "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated (AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware).",
+    ),
+    "bf16_rounding": (
+        "dither",
+        "How fp32 master weights become bf16 for a bf16 engine and the bf16-autocast learner forward (rllib_k15.core.rounding). `dither`: unbiased stochastic rounding with one dither per iteration shared by engine and learner, so updates far below the bf16 step (lr 1e-5 vs ~2e-4) still move the sampled policy — measured: the bf16 forward sees 98-100 % of the fp32 change in log π. `nearest`: round-to-nearest; on a bf16 checkpoint such updates round back to the old weights (the bf16 forward saw 10 % of the change) and small-lr runs stop learning. No effect in fp32.",
     ),
     "gradient_checkpointing": (
         False,
@@ -243,8 +251,21 @@ class K15Config(AlgorithmConfig):
                 "model_path": self.model_path,
                 "autocast_bf16": resolve_autocast(self.autocast_bf16),
                 "gradient_checkpointing": self.gradient_checkpointing,
+                # weight sync in the engine's dtype; bf16 with a per-iteration dither that
+                # the (non-DeepSpeed) learner's bf16 forward shares (core/rounding.py)
+                "engine_dtype": self.engine_dtype,
+                "bf16_dither": self.bf16_rounding == "dither",
+                "dither_forward": self.deepspeed is None,
+                "seed": self.seed or 0,
             },
         )
+
+    @property
+    def engine_dtype(self) -> str:
+        """The rollout engine's weight dtype: ``engine_options['dtype']``, 'auto' resolved."""
+        from rllib_k15.hardware import decide_precision
+
+        return decide_precision(self.engine_options.get("dtype", "auto")).dtype
 
     def get_default_learner_class(self):
         if self.deepspeed is not None:  # ZeRO engines instead of DDP
@@ -384,6 +405,8 @@ def _field_errors(c: K15Config):
         yield f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an integer >= 0"
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
+    if c.bf16_rounding not in ("dither", "nearest"):
+        yield f"`bf16_rounding` ({c.bf16_rounding!r}) must be 'dither' or 'nearest'"
     if c.engine not in ("vllm", "hf"):
         yield f"`engine` ({c.engine!r}) must be 'vllm' or 'hf'"
     batch = (

@@ -75,8 +75,10 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
             from rllib_k15.engine import make_engine
 
             seed = self._seed if self._seed is not None else 0
+            # the dtype the learner's weight sync rounds to (resolved once, in the config)
+            options = {**self.config.engine_options, "dtype": self.config.engine_dtype}
             self._engine = make_engine(
-                self.config.engine, self.config.model_path, seed=seed, **self.config.engine_options
+                self.config.engine, self.config.model_path, seed=seed, **options
             )
         return self._engine
 

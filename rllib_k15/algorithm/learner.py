@@ -147,7 +147,14 @@ class K15TorchLearner(TorchLearner):
             self._prepare_advantages(sample_batch)
         if self.config.reset_optimizer_each_iteration:
             self.reset_optimizer_state()
-        return super().update(batch=batch, **kwargs)
+        results = super().update(batch=batch, **kwargs)
+        for module in self._policy_modules():
+            module.advance_rounding()  # θ_{i+1}: the next version's bf16 dither
+        return results
+
+    def _policy_modules(self) -> list:
+        modules = [self.module[mid] for mid in self.module.keys()]
+        return [m.unwrapped() if hasattr(m, "unwrapped") else m for m in modules]
 
     def _prepare_advantages(self, sample_batch) -> None:
         """The loss's per-row signal over the whole batch (groups intact) -> ``ADVANTAGES``."""

@@ -112,7 +112,8 @@ class DeepSpeedRLModule(RLModule, torch.nn.Module):
                 "RLlib reads weights and checkpoints from it). To compare all learners call "
                 "`gather_full_state()` on every learner at once (LearnerGroup.foreach_learner)."
             )
-        return convert_to_numpy(dict(self._full_state))
+        # bf16 shards (DeepSpeed's bf16 mode) as fp32: numpy has no bf16
+        return convert_to_numpy({k: _fp32_if_half(v) for k, v in self._full_state.items()})
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Load full weights into the module AND the optimizer's fp32 master copy (ZeRO
@@ -148,6 +149,10 @@ class DeepSpeedRLModule(RLModule, torch.nn.Module):
 
     def get_checkpointable_components(self):
         return []
+
+
+def _fp32_if_half(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float() if tensor.is_floating_point() and tensor.itemsize < 4 else tensor
 
 
 def _cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

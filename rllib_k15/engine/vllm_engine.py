@@ -58,6 +58,16 @@ def _reload_weights(worker: Any, items: list[tuple[str, torch.Tensor]]) -> None:
     worker.model_runner.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
 
 
+def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """vLLM's dtype names ("bfloat16", "float32", "half", ...) as a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    resolved = getattr(torch, {"bf16": "bfloat16", "fp32": "float32"}.get(dtype, dtype), None)
+    if not isinstance(resolved, torch.dtype):
+        raise ValueError(f"engine `dtype` ({dtype!r}) is not a torch dtype name")
+    return resolved
+
+
 def _seeded_rng_state(seed: int) -> torch.Tensor:
     return torch.Generator().manual_seed(seed).get_state()
 
@@ -136,7 +146,7 @@ class VLLMEngine(RolloutEngine):
             enforce_eager=self.enforce_eager,
             logprobs_mode="processed_logprobs",  # log-probs of the sampling distribution
             generation_config="vllm",  # ignore sampling defaults in the model's directory
-            **extra,
+            **{"use_tqdm_on_load": False, **extra},  # no shard-loading bar on the console
         )
         _set_global_rng_states(caller_rng)
         if in_process:
@@ -184,7 +194,10 @@ class VLLMEngine(RolloutEngine):
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         started = time.perf_counter()
-        items = [(name, tensor.detach()) for name, tensor in state_dict.items()]
+        # in the engine's dtype: half the bytes for bf16, and no per-tensor dtype warning
+        # (a caller that wants bf16 rounded otherwise casts first: core/rounding.py)
+        dtype = _torch_dtype(self.dtype)
+        items = [(name, tensor.detach().to(dtype)) for name, tensor in state_dict.items()]
         self._llm.collective_rpc(_reload_weights, args=(items,))
         self._llm.reset_prefix_cache()  # cached KV was computed by the old weights
         self.last_load_seconds = time.perf_counter() - started

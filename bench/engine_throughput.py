@@ -102,7 +102,7 @@ GROUPS = {
 }  # fmt: skip
 GROUPS["all"] = GROUPS["main"] + GROUPS["bf16"] + GROUPS["knobs"]
 GROUPS["everything"] = GROUPS["all"] + GROUPS["extra"] + GROUPS["slow"]
-TARGET_SPEEDUP = 6.0  # issue 8: rollout >= 6x transformers.generate
+TARGET_SPEEDUP = 6.0  # target: rollout >= 6x transformers.generate
 TARGET_ROOFLINE = 0.40  # ... and >= 40 % of the roofline
 
 

@@ -31,7 +31,7 @@ whole, partial, partial, whole to even out drifting load from other jobs.
 
 Results: ``bench/results/partial_rollouts.json`` (``--quick``: ``bench/results/quick/``),
 in the harness's format (:func:`bench.common.write_result`); its summary rows
-(:func:`summary_rows`) are the two partial ÷ whole ratios — target (issue 8): ≥ 1.5× faster
+(:func:`summary_rows`) are the two partial ÷ whole ratios — target: ≥ 1.5× faster
 per trained token, i.e. a wall-time ratio ≤ 1/1.5 — the iterations measured and the
 trained tokens with the workload. About 3-4 min on 2 cores.
 """
@@ -53,7 +53,7 @@ from bench.common import Row, add_common_args, write_result
 
 NAME = "partial_rollouts"
 LABEL = "partial rollouts"  # the table's benchmark column
-TARGET_RATIO = 1 / 1.5  # issue 8: >= 1.5x faster per trained token = time ratio <= 0.667
+TARGET_RATIO = 1 / 1.5  # target: >= 1.5x faster per trained token = time ratio <= 0.667
 SPLIT = (
     "sampling_seconds", "generation_seconds", "scoring_seconds",
     "learner_update_seconds", "weight_sync_seconds",

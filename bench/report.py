@@ -160,7 +160,7 @@ def readme_text(
     if notes:
         lines += ["Notes on the table:", "", *(f"- {n}" for n in notes), ""]
     lines += [
-        "## Targets (issue 8)",
+        "## Targets",
         "",
         *(target_lines(rows) or ["- (no row has a target)"]),
         "",

@@ -52,7 +52,7 @@ from bench.common import (
 from bench.lockstep import run_lockstep
 
 NAME = "rl_iteration"
-TARGET_RATIO = 0.5  # issue 8: one iteration <= 0.5x TRL GRPOTrainer's wall time
+TARGET_RATIO = 0.5  # target: one iteration <= 0.5x TRL GRPOTrainer's wall time
 REF_LOGPROBS_SECONDS = "ref_logprobs_seconds"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from bench.common import Row, add_common_args, write_result
 
 NAME = "weight_sync"
-TARGET_SECONDS = 1.0  # issue 8: weight sync <= 1 s for 135M
+TARGET_SECONDS = 1.0  # target: weight sync <= 1 s for 135M
 
 
 def measure_weight_sync(algo: Any, repeats: int) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Run the report's ablations at CPU scale and write their figure and table (issue 10).
+"""Run the report's ablations at CPU scale and write their figure and table.
 
 Each experiment is a few arms — the same budget, one setting changed — trained with
 ``k15 train`` on the embedded SmolLM2-135M-Instruct, then drawn side by side with

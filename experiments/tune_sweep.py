@@ -1,4 +1,4 @@
-"""τ × length-reward warm-up sweep with Ray Tune (issue 10, experiment 4) — the Tune example.
+"""τ × length-reward warm-up sweep with Ray Tune (experiment 4) — the Tune example.
 
 Every cell is one K15MirrorDescent trial of the same experiment file with ``tau`` and
 ``length_penalty_warmup_iters`` taken from a grid; the last held-out evaluation of each

@@ -67,7 +67,7 @@ def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
 
 
 def test_long2short_arms_share_start_problems_and_budget() -> None:
-    """long2short RL and O1-Pruner differ only in their objective (issue 10, experiment 5);
+    """long2short RL and O1-Pruner differ only in their objective (experiment 5);
     the long-CoT start is the tuned example without length reward and with a bigger budget."""
     from rllib_k15.experiment import load_experiment_file
 

@@ -139,7 +139,7 @@ def test_preferred_dtype_is_a_float_type() -> None:
 
 @pytest.mark.slow
 def test_smollm2_prepared_from_gguf_answers_like_the_original(smollm2_dir: Path) -> None:
-    """The dequantized GGUF is a working SmolLM2: DESIGN §4 saw '17 + 25 = 32' greedily."""
+    """The dequantized GGUF is a working SmolLM2 (docs/design.md §4: '17 + 25 = 32' greedily)."""
     import torch
 
     config = json.loads((smollm2_dir / "config.json").read_text())

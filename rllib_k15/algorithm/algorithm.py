@@ -1,6 +1,6 @@
 """K15MirrorDescent: the Kimi k1.5 online policy mirror descent loop as an RLlib Algorithm.
 
-One ``training_step`` is one mirror-descent iteration i (DESIGN §2):
+One ``training_step`` is one mirror-descent iteration i (docs/design.md §2):
 
     ProblemBuffer.sample ─► EnvRunners: engine generates k responses per problem, env verifies
       ─► rewards + length reward (after warm-up) + per-problem baseline (build_train_batch)

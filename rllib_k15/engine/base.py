@@ -17,7 +17,7 @@ log π(token | prefix), comparable with the learner's teacher-forced log-probs. 
 decoding (``temperature=0``) reports the model's unscaled log-probs.
 
 Seeds are engine-wide (set at construction): a per-request seed kills the vLLM-CPU engine
-core (DESIGN §4), so ``SamplingParams`` deliberately has no ``seed`` field.
+core (docs/design.md §4), so ``SamplingParams`` deliberately has no ``seed`` field.
 """
 
 from __future__ import annotations

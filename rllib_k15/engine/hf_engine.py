@@ -1,6 +1,6 @@
 """Reference rollout engine on plain ``transformers.generate`` (no vLLM needed).
 
-Slower than vLLM (no paged KV cache, no continuous batching: DESIGN §4 measured ~5x), but
+Slower than vLLM (no paged KV cache, no continuous batching: docs/design.md §4 measured ~5x), but
 dependency-light and numerically transparent, so it serves as
 
 - the reference the vLLM engine is tested against (same interface, same log-prob

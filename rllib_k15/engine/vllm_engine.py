@@ -9,7 +9,7 @@ What it adds on top of ``vllm.LLM``:
   (``VLLM_ENABLE_V1_MULTIPROCESSING=0``, the default here): the tensors are handed over
   by reference, no serialisation. SmolLM2-135M reloads in well under a second on CPU.
 - **A private, reproducible sampling stream.** vLLM-CPU draws its sampling noise from the
-  process-global torch generator (per-request seeds kill the CPU engine core, DESIGN §4).
+  process-global torch generator (per-request seeds kill the CPU engine core, docs/design.md §4).
   In-process that stream would be shared with — and perturbed by — anything else using
   torch randomness (a learner, the HF engine). The engine therefore keeps its own RNG state,
   swaps it in around each ``generate`` and swaps the caller's back afterwards: samples

@@ -7,8 +7,8 @@ iteration from exactly where it stopped (prompt + tokens so far as the new promp
 the newer weights.
 
 **Group-baseline design.** The k samples of one problem form a *group*: the OPMD baseline
-τ·log Z ≈ mean reward is a mean over the group (DESIGN §3). A group is trained only when
-**all k** of its members have finished; members that finish early are scored at once and
+τ·log Z ≈ mean reward is a mean over the group (docs/design.md §3). A group is trained only
+when **all k** of its members have finished; members that finish early are scored at once and
 wait here (as :class:`~rllib_k15.algorithm.batching.Rollout` records) for the others. So
 the per-problem baseline is always over k finished samples, exactly as without partial
 rollouts, and a long response never gets a baseline computed from its short siblings

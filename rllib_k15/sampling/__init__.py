@@ -1,4 +1,4 @@
-"""Which problems each training iteration sees (DESIGN §2, first box; report §2.3.4).
+"""Which problems each training iteration sees (docs/design.md §2, first box; report §2.3.4).
 
 - :class:`ProblemBuffer`: per-problem statistics, sampling, unfinished partial rollouts,
   checkpointable state;

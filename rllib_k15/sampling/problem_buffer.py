@@ -1,6 +1,6 @@
 """ProblemBuffer: per-problem statistics, problem sampling and unfinished rollouts.
 
-The first box of the training iteration (DESIGN §2): it picks the problems an iteration
+The first box of the training iteration (docs/design.md §2): it picks the problems an iteration
 trains on with a :mod:`strategy <rllib_k15.sampling.strategies>`, learns from the verified
 outcomes (:meth:`ProblemBuffer.record`). Its whole
 state — statistics and its random generator — goes into the RLlib

@@ -1,5 +1,5 @@
 """``k15/Arithmetic-v0``: procedural arithmetic with a difficulty knob that starts where a
-135M model can already score (DESIGN §4: SmolLM2-135M ~20% on 1-digit addition, ~3% on
+135M model can already score (docs/design.md §4: SmolLM2-135M ~20% on 1-digit addition, ~3% on
 2-digit), graded by the fast in-process numeric verifier.
 
 =====  ========================================================  =============

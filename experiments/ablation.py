@@ -19,7 +19,6 @@ takes an arm's metrics from an earlier run of the same config instead of trainin
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -70,10 +69,9 @@ EXPERIMENTS = {
 
 def finished_iterations(metrics: Path) -> int:
     """The last iteration a run's ``metrics.jsonl`` records (0 when there is none)."""
-    if not metrics.is_file():
-        return 0
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    return max((int(r.get("iteration", 0)) for r in rows), default=0)
+    from rllib_k15.run_metrics import read_metrics  # a torn last line is skipped
+
+    return max((int(r.get("iteration", 0)) for r in read_metrics(metrics)), default=0)
 
 
 def train_arm(config: str, run_dir: Path, iterations: int, checkpoint_every: int = 4) -> None:

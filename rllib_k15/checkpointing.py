@@ -49,6 +49,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rllib_k15.run_metrics import read_metrics  # noqa: F401  (re-exported: resume reads it here)
+
 __all__ = [
     "CheckpointCorruptError",
     "CheckpointManager",
@@ -565,22 +567,6 @@ class CheckpointManager:
                         MARKER,
                     )
                 shutil.rmtree(path, ignore_errors=True)  # no marker: never completed
-
-
-def read_metrics(path: str | Path) -> list[dict]:
-    """Rows of a ``metrics.jsonl``; a torn last line (killed mid-write) is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 def truncate_metrics(path: str | Path, iteration: int) -> list[dict]:

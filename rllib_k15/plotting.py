@@ -107,17 +107,13 @@ def token_efficiency_table(summaries: Sequence[LabelSummary]) -> str:
 
 
 def read_metrics_rows(path: str | os.PathLike[str]) -> list[dict]:
-    """The rows of a ``k15 train`` ``metrics.jsonl``; names the file and line of a bad row."""
-    import json
+    """The rows of a ``k15 train`` ``metrics.jsonl`` (:func:`rllib_k15.run_metrics.read_metrics`:
+    a torn last line is skipped with a warning, a bad earlier line names the file and line)."""
+    from rllib_k15.run_metrics import read_metrics
 
-    rows = []
-    with open(path) as f:
-        for n, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not a JSON row ({err.msg})") from None
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such metrics file")
+    rows = read_metrics(path)
     if not rows:
         raise ValueError(f"{path}: no metrics rows")
     return rows

@@ -49,7 +49,7 @@ def test_bad_run_arguments_name_the_problem(tmp_path: Path, capsys) -> None:
     assert main(["plot", "runs", "no-label.jsonl", "--out", str(tmp_path / "x.png")]) == 2
     assert "must be LABEL=PATH" in capsys.readouterr().out
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"iteration": 1}\n{oops\n')
+    bad.write_text('{"iteration": 1}\n{oops\n{"iteration": 2}\n')  # a torn LAST line is skipped
     assert main(["plot", "runs", f"A={bad}", "--out", str(tmp_path / "x.png")]) == 2
     assert f"{bad}:2: not a JSON row" in capsys.readouterr().out
 

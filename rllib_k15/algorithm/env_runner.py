@@ -25,6 +25,7 @@ RLlib can include it in algorithm checkpoints (it has no state besides counters)
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -38,6 +39,8 @@ from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 from rllib_k15.algorithm.batching import Rollout
 from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.rollout.partial import PartialRollout, SegmentStatus
+
+log = logging.getLogger(__name__)
 
 # EnvRunner metric names
 GENERATION_SECONDS = "generation_seconds"
@@ -67,6 +70,7 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         self.reasoning_env = self.env.unwrapped
         self._engine = None
         self._eval_env = None
+        self._unchecked = False  # warned that the engine's weights cannot be fingerprinted
 
     # ------------------------------------------------------------------ engine
     @property
@@ -83,9 +87,20 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         return self._engine
 
     def load_weights(self, hf_state: dict) -> float:
+        """Load ``hf_state`` into the engine and check that it holds it (a few tensors'
+        fingerprints, rllib_k15.engine.fingerprint); a mismatch stops the run."""
+        from rllib_k15.engine.fingerprint import check_synced, pick_names
+
         start = time.perf_counter()
         self.engine.load_weights(hf_state)
         seconds = time.perf_counter() - start
+        names = pick_names(list(hf_state))
+        if names and hasattr(self.engine, "weight_fingerprints"):
+            held = self.engine.weight_fingerprints(names)
+            sent = {n: hf_state[n] for n in names}
+            if not check_synced(sent, held, self.engine.torch_dtype) and not self._unchecked:
+                self._unchecked = True
+                log.warning("the engine reports none of %s: weight syncs are not verified", names)
         self.metrics.log_value(WEIGHT_SYNC_SECONDS, seconds, window=1)
         return seconds
 

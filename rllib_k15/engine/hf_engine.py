@@ -165,6 +165,17 @@ class HFEngine(RolloutEngine):
             raise KeyError(f"state_dict mismatch: missing {sorted(missing)}, extra {sorted(extra)}")
         self.model.load_state_dict(dict(state_dict), strict=True)
 
+    def weight_fingerprints(self, names: list[str]) -> dict[str, tuple[float, float]]:
+        """Fingerprints of the named tensors as the model holds them."""
+        from rllib_k15.engine.fingerprint import fingerprint
+
+        state = self.model.state_dict()
+        return {name: fingerprint(state[name]) for name in names if name in state}
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     def close(self) -> None:
         self.model = None
 

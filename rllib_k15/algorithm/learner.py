@@ -72,6 +72,22 @@ def _micro_batches(attention_mask, micro_batch_size: int) -> list[tuple[Any, int
     return [(idx, int(lengths[idx].max())) for idx in groups]
 
 
+@contextlib.contextmanager
+def _seeded_minibatch_shuffle(seed: int | None, module):
+    """RLlib shuffles the batch per epoch (``num_epochs > 1``) with numpy's GLOBAL generator,
+    which no checkpoint holds; seed it from (seed, policy version) for the update and give
+    the caller's state back, so a resumed run shuffles exactly like an uninterrupted one."""
+    from rllib_k15.core.rounding import version_seed
+
+    saved = np.random.get_state()
+    version = getattr(module, "rounding_version", 0)
+    np.random.seed(version_seed(seed or 0, version, "minibatch-shuffle") % (1 << 32))
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)
+
+
 class K15TorchLearner(TorchLearner):
     """TorchLearner whose module is a :class:`CausalLMRLModule`."""
 
@@ -147,7 +163,8 @@ class K15TorchLearner(TorchLearner):
             self._prepare_advantages(sample_batch)
         if self.config.reset_optimizer_each_iteration:
             self.reset_optimizer_state()
-        results = super().update(batch=batch, **kwargs)
+        with _seeded_minibatch_shuffle(self.config.seed, self._policy_modules()[0]):
+            results = super().update(batch=batch, **kwargs)
         for module in self._policy_modules():
             module.advance_rounding()  # θ_{i+1}: the next version's bf16 dither
         return results

@@ -81,7 +81,8 @@ def test_long2short_arms_share_start_problems_and_budget() -> None:
     assert l2s["sections"]["environment"]["env_config"] == study.L2S_ENV  # = the o1 stats' env
     ours, theirs = l2s["sections"]["training"], o1["sections"]["training"]
     shared = ("hf_model", "samples_per_problem", "problems_per_iteration", "minibatch_size",
-              "micro_batch_size", "lr", "eval_interval", "eval_problems", "eval_env_config")  # fmt: skip
+              "micro_batch_size", "lr", "eval_interval", "eval_problems",
+              "eval_env_config")  # fmt: skip
     assert {k: ours[k] for k in shared} == {k: theirs[k] for k in shared}
     assert ours["hf_model"] == "runs/long2short/models/long_cot"
     assert ours["length_penalty_warmup_iters"] == 0 and ours["max_response_tokens"] == 64

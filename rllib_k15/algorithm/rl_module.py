@@ -25,7 +25,13 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.numpy import convert_to_numpy
 
 from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK, TOKEN_LOGP
-from rllib_k15.core.rounding import dither_noise, round_to_bf16, version_seed
+from rllib_k15.core.rounding import (
+    StraightThrough,
+    autocast_device,
+    dither_noise,
+    round_to_bf16,
+    version_seed,
+)
 from rllib_k15.core.sequences import logits_to_keep, token_logprobs
 
 ROUNDING_VERSION = "k15_rounding_version"  # extra key in the module's (checkpoint) state
@@ -34,24 +40,6 @@ ROUNDING_VERSION = "k15_rounding_version"  # extra key in the module's (checkpoi
 def _numpy_safe(tensor: torch.Tensor) -> torch.Tensor:
     """bf16/fp16 tensors (DeepSpeed's bf16 parameter copies) as fp32: numpy has no bf16."""
     return tensor.float() if tensor.is_floating_point() and tensor.itemsize < 4 else tensor
-
-
-class _StraightThrough(torch.autograd.Function):
-    """Forward: the rounded weight; backward: the gradient goes to the master weight as is."""
-
-    @staticmethod
-    def forward(ctx, master: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
-        return rounded
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # noqa: ARG004
-        return grad, None
-
-
-def autocast_device(model: torch.nn.Module) -> str:
-    """The device type autocast must name: the one the parameters live on (a CUDA learner
-    autocasts on "cuda"; autocast on "cpu" would leave its matmuls in fp32)."""
-    return next(model.parameters()).device.type
 
 
 class CausalLMRLModule(TorchRLModule):
@@ -104,7 +92,7 @@ class CausalLMRLModule(TorchRLModule):
                 rounded = round_to_bf16(param.detach(), self._noise_for(name, param))
                 cached = (param._version, rounded.to(torch.float32))
                 self._rounded[name] = cached
-            out[name] = _StraightThrough.apply(param, cached[1])
+            out[name] = StraightThrough.apply(param, cached[1])
         return out
 
     def _lm_logits(self, **inputs) -> torch.Tensor:

@@ -34,7 +34,7 @@ import hashlib
 
 import torch
 
-__all__ = ["dither_noise", "round_to_bf16", "version_seed"]
+__all__ = ["StraightThrough", "autocast_device", "dither_noise", "round_to_bf16", "version_seed"]
 
 _LOW_BITS = 16
 _LOW_MASK = (1 << _LOW_BITS) - 1
@@ -68,3 +68,22 @@ def round_to_bf16(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.T
     u = noise.to(torch.int32) & _LOW_MASK
     rounded = ((bits + u) & _HIGH_MASK).view(torch.float32)  # exactly representable in bf16
     return rounded.to(torch.bfloat16)
+
+
+class StraightThrough(torch.autograd.Function):
+    """``StraightThrough.apply(master, rounded)``: the rounded weight in the forward, the
+    gradient to the fp32 master weight unchanged in the backward."""
+
+    @staticmethod
+    def forward(ctx, master: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return rounded
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ARG004
+        return grad, None
+
+
+def autocast_device(model: torch.nn.Module) -> str:
+    """The device type autocast must name: the one the parameters live on (a CUDA learner
+    autocasts on "cuda"; autocast on "cpu" would leave its matmuls in fp32)."""
+    return next(model.parameters()).device.type

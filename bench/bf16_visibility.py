@@ -122,6 +122,7 @@ def measure(model_path: str, scales: list[float], steps: int, lr: float, problem
                 "bf16 autocast": lambda m: (m, True),
                 "bf16 dithered (u1)": lambda m: (_bf16_copy(m, 1), False),
                 "bf16 dithered (u2)": lambda m: (_bf16_copy(m, 2), False)}  # fmt: skip
+
     def view_logp(make, weights) -> torch.Tensor:
         viewed, autocast = make(weights)
         return _sequence_logp(viewed, batch, autocast=autocast)

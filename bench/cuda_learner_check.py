@@ -97,7 +97,7 @@ def run(device: str) -> dict:
     rewards = torch.tensor([1.0, 0.0] * 4, device=device)
     baselines = torch.full_like(rewards, 0.5)
     inputs = LossInputs(logp=logp, ref_logp=sequence_logprob(ref_token_logp, mask, "sum"),
-                        rewards=rewards, baselines=baselines)  # fmt: skip
+                        advantages=rewards - baselines)  # fmt: skip
     loss, metrics = opmd_loss(inputs, LossParams(tau=0.1))
     loss.backward()
     grads = {k: p.grad for k, p in model.named_parameters()}

@@ -42,8 +42,9 @@ def synthetic_batch(model_path: str, rows: int, tokens: int, seed: int = 0):
     from ray.rllib.core import DEFAULT_MODULE_ID
     from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
-    from rllib_k15.algorithm.batching import Rollout, build_train_batch
+    from rllib_k15.algorithm.batching import build_train_batch
     from rllib_k15.models import load_tokenizer
+    from rllib_k15.rollout.records import Rollout
 
     tokenizer = load_tokenizer(model_path)
     rng = np.random.default_rng(seed)

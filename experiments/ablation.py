@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-K15 = [sys.executable, "-m", "rllib_k15.cli"]
+K15 = [sys.executable, "-m", "rllib_k15"]
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ EXPERIMENTS = {
 
 def finished_iterations(metrics: Path) -> int:
     """The last iteration a run's ``metrics.jsonl`` records (0 when there is none)."""
-    from rllib_k15.run_metrics import read_metrics  # a torn last line is skipped
+    from rllib_k15.runs.run_files import read_metrics  # a torn last line is skipped
 
     return max((int(r.get("iteration", 0)) for r in read_metrics(metrics)), default=0)
 

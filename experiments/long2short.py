@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-K15 = [sys.executable, "-m", "rllib_k15.cli"]
+K15 = [sys.executable, "-m", "rllib_k15"]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation import train_arm  # noqa: E402  (same folder; runs like its arms)
 

@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from ray import tune
 
     from rllib_k15 import K15Config, K15MirrorDescent
-    from rllib_k15.experiment import apply_sections, load_experiment_file
-    from rllib_k15.plotting import plot_sweep_heatmaps
+    from rllib_k15.evaluation.plots import plot_sweep_heatmaps
+    from rllib_k15.runs.experiment import apply_sections, load_experiment_file
 
     spec = load_experiment_file(ROOT / args.config)
     config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
@@ -137,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         out / "heatmap.png",
         row_name="tau",
         col_name="length-reward warm-up (iterations)",
-        panels=[("pass_at_1", "held-out Pass@1 (higher is better)", "viridis"),
-                ("tokens", "mean response tokens (lower is better)", "viridis_r")],  # fmt: skip
+        panels=[
+            ("pass_at_1", "held-out Pass@1 (higher is better)", "viridis"),
+            ("tokens", "mean response tokens (lower is better)", "viridis_r"),
+        ],  # fmt: skip
         title=f"{name}: τ × warm-up, {args.iterations} iterations",
     )
     print(out / "heatmap.png")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["make_reasoning_env"]
+__all__ = ["make_reasoning_env", "make_unwrapped_env"]
 
 
 def make_reasoning_env(env_id: str, env_config: dict[str, Any] | None = None) -> Any:
@@ -37,3 +37,8 @@ def make_reasoning_env(env_id: str, env_config: dict[str, Any] | None = None) ->
         raise ValueError(
             f"environment `env` ({env_id!r}) cannot be made: {err}. Registered k15 envs: {known}"
         ) from err
+
+
+def make_unwrapped_env(env_id: str, env_config: dict[str, Any] | None = None) -> Any:
+    """The env's ``unwrapped`` ``k15_envs.ReasoningEnv`` (problems, verifier) for ``env_id``."""
+    return make_reasoning_env(env_id, env_config).unwrapped

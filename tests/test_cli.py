@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15.cli import build_parser, discover_commands, main
+from rllib_k15.commands.k15 import FRONT_ENDS, build_parser, discover_commands, main
 
 
 def test_discovers_every_command_module() -> None:
@@ -15,7 +15,8 @@ def test_discovers_every_command_module() -> None:
     assert {"model", "eval", "plot"} <= names
     commands_dir = Path(discover_commands()[0].__file__).parent
     on_disk = {p.stem for p in commands_dir.glob("*.py") if not p.stem.startswith("_")}
-    assert names == on_disk  # every module loads and defines add_parser
+    assert names == on_disk - FRONT_ENDS  # every module loads and defines add_parser
+    assert FRONT_ENDS <= on_disk  # the `k15` and `rllib` front ends live beside them
 
 
 def test_a_dropped_in_module_becomes_a_command(tmp_path: Path, monkeypatch, capsys) -> None:

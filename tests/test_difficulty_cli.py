@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rllib_k15.cli import main
+from rllib_k15.commands.k15 import main
 from rllib_k15.sampling.difficulty import load_difficulty_file
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rllib_k15.engine.base import Completion, RolloutEngine, SamplingParams
-from rllib_k15.evaluation import (
+from rllib_k15.evaluation.evaluate import (
     CSV_COLUMNS,
     EvalResult,
     append_results,
@@ -22,7 +22,7 @@ from rllib_k15.evaluation import (
     summarize_runs,
     token_percentiles,
 )
-from rllib_k15.plotting import plot_token_efficiency, token_efficiency_table
+from rllib_k15.evaluation.plots import plot_token_efficiency, token_efficiency_table
 
 gym = pytest.importorskip("gymnasium")
 k15_envs = pytest.importorskip("k15_envs")
@@ -159,7 +159,7 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
 
 
 def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    from rllib_k15.cli import main
+    from rllib_k15.commands.k15 import main
 
     out = tmp_path / "eval.jsonl"
     common = ["eval", "--engine", "hf", "--dtype", "float32", "--model", str(tiny_model_dir),

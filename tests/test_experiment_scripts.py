@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15.plotting import plot_sweep_heatmaps
+from rllib_k15.evaluation.plots import plot_sweep_heatmaps
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
@@ -69,7 +69,7 @@ def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
 def test_long2short_arms_share_start_problems_and_budget() -> None:
     """long2short RL and O1-Pruner differ only in their objective (experiment 5);
     the long-CoT start is the tuned example without length reward and with a bigger budget."""
-    from rllib_k15.experiment import load_experiment_file
+    from rllib_k15.runs.experiment import load_experiment_file
 
     study = _load("long2short")
     examples = study.ROOT / study.EXAMPLES

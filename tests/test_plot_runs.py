@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15.cli import main
-from rllib_k15.plotting import comparison_table, read_metrics_rows, series
+from rllib_k15.commands.k15 import main
+from rllib_k15.evaluation.plots import comparison_table, read_metrics_rows, series
 
 
 def _write_run(path: Path, evals: dict[int, float], tokens: list[float]) -> str:

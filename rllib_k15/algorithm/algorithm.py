@@ -38,13 +38,14 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from rllib_k15.algorithm.batching import Rollout, build_train_batch
+from rllib_k15.algorithm.batching import build_train_batch
 from rllib_k15.algorithm.config import K15Config
-from rllib_k15.algorithm.runner_sampling import reseed_engine, sample_shards, shard_seed
+from rllib_k15.algorithm.sharding import reseed_engine, sample_shards, shard_seed
 from rllib_k15.core.rewards import length_penalty_weight
 from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.rollout.driver import run_partial_iteration
 from rllib_k15.rollout.groups import GroupStore
+from rllib_k15.rollout.records import Rollout
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 from rllib_k15.sampling.strategies import SamplingConfig
 

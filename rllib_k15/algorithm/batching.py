@@ -18,7 +18,6 @@ response mask, and so the learner's reference log-probs, always cover the whole 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -35,29 +34,9 @@ from rllib_k15.algorithm.columns import (
 )
 from rllib_k15.core.rewards import Baseline, grouped_baselines, grouped_length_rewards
 from rllib_k15.rollout.partial import loss_mask as segment_loss_mask
+from rllib_k15.rollout.records import Rollout
 
-__all__ = ["Rollout", "build_train_batch"]
-
-
-@dataclass
-class Rollout:
-    """One finished response to one problem, as the EnvRunner returns it."""
-
-    problem_index: int
-    problem_id: str
-    prompt_ids: list[int]
-    response_ids: list[int]
-    sample_logp: list[float]  # engine log-prob per response token
-    finish_reason: str  # "stop" | "length" | "repeat"
-    reward: float  # verifier reward plus penalties (e.g. repetition), before length shaping
-    correct: bool
-    reason: str  # the verifier's reason ("correct", "wrong", "truncated", "timeout", …)
-    difficulty: float = 0.0
-    # training iteration that generated each response token (partial rollouts span several)
-    token_iterations: list[int] = field(default_factory=list)
-    text: str = ""
-    slot: int = 0  # which of the problem's k samples (partial rollouts keep groups by slot)
-    num_segments: int = 1  # generation calls (iterations) that produced the response
+__all__ = ["build_train_batch"]
 
 
 def build_train_batch(

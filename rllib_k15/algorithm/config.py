@@ -31,7 +31,7 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     ),
     "loss": (
         "opmd",
-        "Registered policy loss (rllib_k15.core.losses.LossType): `opmd` Kimi k1.5 eq. (3); baselines (rllib_k15.core.baseline_losses) `grpo` DeepSeekMath (group mean/std advantage, token-level clipped ratio, KL to the initial model; ignores `tau` and `logprob_reduction`), `rest` (NLL of the best correct responses, no negative gradient: learns only from problems it already solves), `o1_pruner` (length-harmonizing reward with PPO clip; needs `o1_pruner_reference_stats`; ignores task reward shaping).",
+        "Registered policy loss (rllib_k15.core.losses.LossType): `opmd` Kimi k1.5 eq. (3); comparison algorithms (rllib_k15.core.losses.grpo, .rest, .o1_pruner) `grpo` DeepSeekMath (group mean/std advantage, token-level clipped ratio, KL to the initial model; ignores `tau` and `logprob_reduction`), `rest` (NLL of the best correct responses, no negative gradient: learns only from problems it already solves), `o1_pruner` (length-harmonizing reward with PPO clip; needs `o1_pruner_reference_stats`; ignores task reward shaping).",
     ),
     "clip_eps": (
         0.2,
@@ -51,7 +51,7 @@ K15_FIELDS: dict[str, tuple[Any, str]] = {
     ),
     "o1_pruner_reference_stats": (
         None,
-        "`o1_pruner`: JSON file of per-problem L̂_ref (mean tokens) and Â_ref (accuracy) of K samples of the start model, made before training by rllib_k15.long2short.o1_reference.collect_reference_stats (K is recorded in the file). Required for `o1_pruner`.",
+        "`o1_pruner`: JSON file of per-problem L̂_ref (mean tokens) and Â_ref (accuracy) of K samples of the start model, made before training by rllib_k15.long2short.collect.collect_reference_stats (K is recorded in the file). Required for `o1_pruner`.",
     ),
     "tau": (
         0.1,
@@ -228,7 +228,9 @@ class K15Config(AlgorithmConfig):
         super().training(**kwargs)
         for name, value in own.items():
             if value is not NotProvided:
-                setattr(self, name, _absolute_if_local_path(value) if name in PATH_FIELDS else value)
+                setattr(
+                    self, name, _absolute_if_local_path(value) if name in PATH_FIELDS else value
+                )
         return self
 
     @staticmethod
@@ -298,7 +300,9 @@ def _choice_error(name: str, value: Any, enum) -> str | None:
 def _partial_rollout_errors(c: K15Config):
     """Fields of partial rollouts (``partial_rollout_*``)."""
     budget, cap = c.partial_rollout_max_tokens, c.max_response_tokens
-    if budget is not None and (not isinstance(budget, int) or isinstance(budget, bool) or budget < 0):
+    if budget is not None and (
+        not isinstance(budget, int) or isinstance(budget, bool) or budget < 0
+    ):
         yield f"`partial_rollout_max_tokens` ({budget!r}) must be None or an integer >= 0 (None/0 = off)"
     elif budget and isinstance(cap, int) and budget >= cap:
         yield (
@@ -306,7 +310,9 @@ def _partial_rollout_errors(c: K15Config):
             "split any response; use None to turn partial rollouts off"
         )
     groups = c.partial_rollout_max_groups
-    if groups is not None and (not isinstance(groups, int) or isinstance(groups, bool) or groups < 1):
+    if groups is not None and (
+        not isinstance(groups, int) or isinstance(groups, bool) or groups < 1
+    ):
         yield f"`partial_rollout_max_groups` ({groups!r}) must be None or an integer >= 1"
     if not isinstance(c.partial_rollout_train_old_segments, bool):
         yield (
@@ -347,7 +353,7 @@ def _baseline_loss_errors(c: K15Config):
     if c.loss == "o1_pruner" and not path:
         yield (
             "`o1_pruner_reference_stats` (None) must name the reference statistics file when "
-            "`loss` is 'o1_pruner' (see rllib_k15.long2short.o1_reference)"
+            "`loss` is 'o1_pruner' (see rllib_k15.algorithm.o1_reference)"
         )
     elif path and not os.path.isfile(path):
         yield f"`o1_pruner_reference_stats` ({path!r}) is not a file"
@@ -397,7 +403,11 @@ def _field_errors(c: K15Config):
         yield f"`temperature` ({c.temperature!r}) must be a number >= 0"
     if not _is_number(c.length_penalty_weight) or c.length_penalty_weight < 0:
         yield f"`length_penalty_weight` ({c.length_penalty_weight!r}) must be a number >= 0"
-    if not isinstance(c.num_env_runners, int) or isinstance(c.num_env_runners, bool) or c.num_env_runners < 0:
+    if (
+        not isinstance(c.num_env_runners, int)
+        or isinstance(c.num_env_runners, bool)
+        or c.num_env_runners < 0
+    ):
         yield f"`num_env_runners` ({c.num_env_runners!r}) must be an integer >= 0"
     if (msg := _sampling_error(c.sampling)) is not None:
         yield msg

@@ -36,9 +36,9 @@ from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from rllib_k15.algorithm.batching import Rollout
 from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.rollout.partial import PartialRollout, SegmentStatus
+from rllib_k15.rollout.records import Rollout
 
 log = logging.getLogger(__name__)
 
@@ -230,13 +230,20 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
             problem = problems[p.problem_index]
             out.append(
                 Rollout(
-                    problem_index=p.problem_index, problem_id=problem.id,
-                    prompt_ids=list(p.prompt_ids), response_ids=list(c.token_ids),
-                    sample_logp=list(c.logprobs), finish_reason=c.finish_reason,
-                    reward=float(v.reward), correct=bool(v.correct), reason=v.reason,
+                    problem_index=p.problem_index,
+                    problem_id=problem.id,
+                    prompt_ids=list(p.prompt_ids),
+                    response_ids=list(c.token_ids),
+                    sample_logp=list(c.logprobs),
+                    finish_reason=c.finish_reason,
+                    reward=float(v.reward),
+                    correct=bool(v.correct),
+                    reason=v.reason,
                     difficulty=float(problem.difficulty),
                     token_iterations=list(p.token_iterations[: len(c.token_ids)]),
-                    text=c.text, slot=p.slot, num_segments=p.num_segments,
+                    text=c.text,
+                    slot=p.slot,
+                    num_segments=p.num_segments,
                 )  # fmt: skip
             )
         new_tokens = sum(len(c.token_ids[:a]) for c, a in zip(completions, allowed))
@@ -284,8 +291,8 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
 
     def evaluate(self, *, num_problems: int, samples: int, max_tokens: int) -> dict[str, float]:
         """Held-out Pass@1 and tokens with the engine's current weights
-        (:func:`rllib_k15.evaluation.evaluate` on ``env_config`` + ``eval_env_config``)."""
-        from rllib_k15.evaluation import evaluate
+        (:func:`rllib_k15.evaluation.evaluate.evaluate` on ``env_config`` + ``eval_env_config``)."""
+        from rllib_k15.evaluation.evaluate import evaluate
 
         if self._eval_env is None:
             env_config = {**(self.config.env_config or {}), **self.config.eval_env_config}

@@ -29,13 +29,11 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch
 from rllib_k15.algorithm.columns import (
     ADVANTAGES,
     ATTENTION_MASK,
-    BASELINES,
     INIT_LOGP,
     INPUT_IDS,
     LOSS_MASK,
     REF_LOGP,
     RESPONSE_MASK,
-    REWARDS,
     SAMPLE_LOGP,
     TOKEN_LOGP,
 )
@@ -240,9 +238,7 @@ class K15TorchLearner(TorchLearner):
         inputs = LossInputs(
             logp=logp,
             ref_logp=ref_logp,
-            rewards=batch[REWARDS].float(),
-            baselines=batch[BASELINES].float(),
-            advantages=batch.get(ADVANTAGES),
+            advantages=batch[ADVANTAGES],
             token_logp=fwd_out[TOKEN_LOGP],
             token_ref_logp=batch[REF_LOGP],
             token_init_logp=batch.get(INIT_LOGP),

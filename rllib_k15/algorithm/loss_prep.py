@@ -37,7 +37,7 @@ def load_reference_stats(config: Any):
     """The O1-Pruner reference statistics named by the config, checked against its env."""
     if not config.o1_pruner_reference_stats:
         return None
-    from rllib_k15.long2short.o1_reference import ReferenceStats
+    from rllib_k15.algorithm.o1_reference import ReferenceStats
 
     stats = ReferenceStats.load(config.o1_pruner_reference_stats)
     env_id = config.env if isinstance(config.env, str) else getattr(config.env, "__name__", "")

@@ -1,4 +1,4 @@
-"""Subcommands of the ``k15`` CLI, one module each, discovered by ``rllib_k15.cli``.
+"""Subcommands of the ``k15`` CLI, one module each, discovered by ``rllib_k15.commands.k15``.
 
 A command module defines ``add_parser(subparsers) -> None``, which adds its parser(s) to
 the argparse ``subparsers`` and sets ``func`` (``argparse.Namespace -> int | None``, the

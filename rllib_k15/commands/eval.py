@@ -72,7 +72,7 @@ def _report_precision(args: argparse.Namespace, label: str) -> None:
     append it to :func:`precision_path` next to ``--out``."""
     import time
 
-    from rllib_k15.training_run import precision_report
+    from rllib_k15.runs.trainer import precision_report
 
     line, record = precision_report(engine_dtype=args.dtype)
     print(line, flush=True)
@@ -85,21 +85,21 @@ def _report_precision(args: argparse.Namespace, label: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rllib_k15.engine import make_engine
-    from rllib_k15.evaluation import (
+    from rllib_k15.env_factory import make_unwrapped_env
+    from rllib_k15.evaluation.evaluate import (
         append_results,
         evaluate,
         make_row,
         read_results,
         summarize_runs,
     )
-    from rllib_k15.long2short.sampling import make_env
 
     env_kwargs = json.loads(args.env_kwargs)
     if not isinstance(env_kwargs, dict):
         raise SystemExit(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
     if args.runs < 1:
         raise SystemExit(f"--runs ({args.runs}) must be >= 1")
-    env = make_env(args.env, env_kwargs)
+    env = make_unwrapped_env(args.env, env_kwargs)
     label = args.label or str(args.model)
     _report_precision(args, label)
     engine_kwargs: dict[str, Any] = {"seed": args.seed, "dtype": args.dtype}
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
         f"± {summary.mean_tokens_std:.1f}; results appended to {args.out}"
     )
     if not args.no_plot:
-        from rllib_k15.plotting import plot_token_efficiency
+        from rllib_k15.evaluation.plots import plot_token_efficiency
 
         png = plot_token_efficiency(
             summarize_runs(read_results([args.out])),

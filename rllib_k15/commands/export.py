@@ -14,7 +14,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rllib_k15.export import export_checkpoint
+    from rllib_k15.runs.export import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, args.dtype)
     print(f"exported {args.checkpoint} -> {out}")

@@ -141,10 +141,11 @@ def _collect(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
     if not isinstance(env_kwargs, dict):
         raise ValueError(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
     from rllib_k15.engine import make_engine
+    from rllib_k15.env_factory import make_unwrapped_env
+    from rllib_k15.long2short.collect import problem_indices, sample_groups
     from rllib_k15.long2short.data import write_samples_parquet
-    from rllib_k15.long2short.sampling import make_env, problem_indices, sample_groups
 
-    env = make_env(args.env, env_kwargs)
+    env = make_unwrapped_env(args.env, env_kwargs)
     indices = problem_indices(len(env), args.num_problems, args.start)
     engine_kwargs: dict[str, Any] = {"seed": args.seed}
     if args.engine == "vllm":
@@ -260,12 +261,12 @@ def run_dpo_pairs(args: argparse.Namespace) -> int:
 def run_o1_reference(args: argparse.Namespace) -> int:
     """Per-problem mean tokens and accuracy of the sampled (reference) model, keyed by the
     env's problem index as the learner's batches are."""
-    from rllib_k15.long2short.o1_reference import ReferenceStats
-    from rllib_k15.long2short.sampling import make_env
+    from rllib_k15.algorithm.o1_reference import ReferenceStats
+    from rllib_k15.env_factory import make_unwrapped_env
 
     try:
         groups, info = _collect(args)
-        env = make_env(info["env"], info["env_kwargs"])
+        env = make_unwrapped_env(info["env"], info["env_kwargs"])
         index_of = {str(env.problem(i).id): i for i in range(len(env))}
         stats = ReferenceStats(info["env"], info["env_kwargs"], info["samples_per_problem"],
                                info["model"])  # fmt: skip

@@ -47,8 +47,8 @@ def add_parser(subparsers: Any) -> None:
 def run_token_efficiency(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rllib_k15.evaluation import read_results, summarize_runs
-    from rllib_k15.plotting import plot_token_efficiency, token_efficiency_table
+    from rllib_k15.evaluation.evaluate import read_results, summarize_runs
+    from rllib_k15.evaluation.plots import plot_token_efficiency, token_efficiency_table
 
     summaries = summarize_runs(read_results(args.results))
     table = token_efficiency_table(summaries)
@@ -62,7 +62,7 @@ def run_token_efficiency(args: argparse.Namespace) -> int:
 def parse_arms(specs: list[str], until: int | None = None) -> dict[str, list[list[dict]]]:
     """LABEL=PATH arguments -> label -> one metrics row list per file (in argument order),
     keeping the rows of iterations <= ``until`` when it is given."""
-    from rllib_k15.plotting import read_metrics_rows
+    from rllib_k15.evaluation.plots import read_metrics_rows
 
     arms: dict[str, list[list[dict]]] = {}
     for spec in specs:
@@ -79,7 +79,7 @@ def parse_arms(specs: list[str], until: int | None = None) -> dict[str, list[lis
 def run_runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rllib_k15.plotting import comparison_table, plot_run_comparison
+    from rllib_k15.evaluation.plots import comparison_table, plot_run_comparison
 
     try:
         arms = parse_arms(args.runs, args.until)

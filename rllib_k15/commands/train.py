@@ -91,7 +91,7 @@ def _first_set(*values):
 # ---------------------------------------------------------------------- --set overrides
 def parse_overrides(items: list[str]) -> list[str]:
     """Check ``SECTION.FIELD=VALUE`` items; returns them unchanged (OmegaConf dot-list)."""
-    from rllib_k15.experiment import BUILDER_SECTIONS, OTHER_KEYS
+    from rllib_k15.runs.experiment import BUILDER_SECTIONS, OTHER_KEYS
 
     for item in items:
         key, eq, _ = item.partition("=")
@@ -114,13 +114,13 @@ def parse_overrides(items: list[str]) -> list[str]:
 
 def load_experiment(path: str | os.PathLike[str] | None, overrides: list[str]) -> tuple:
     """``(spec, text)``: the experiment file at ``path`` (None: an empty one) with the
-    ``--set`` overrides merged in, checked by :func:`rllib_k15.experiment.load_experiment_file`
+    ``--set`` overrides merged in, checked by :func:`rllib_k15.runs.experiment.load_experiment_file`
     (errors name the file and the overrides), and the YAML text of the merged experiment
     (the file itself, byte for byte, when there are no overrides)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from rllib_k15.experiment import load_experiment_file
+    from rllib_k15.runs.experiment import load_experiment_file
 
     if path is not None and not overrides:
         return load_experiment_file(path), Path(path).read_text()
@@ -151,7 +151,9 @@ def load_experiment(path: str | os.PathLike[str] | None, overrides: list[str]) -
 
 # ---------------------------------------------------------------------- run directories
 def _earlier_run(out: Path) -> list[str]:
-    return [n for n in ("run.json", "metrics.jsonl", "checkpoints") if (out / n).exists()]
+    from rllib_k15.runs.run_files import CHECKPOINTS_DIR, METRICS_FILE, RUN_INFO_FILE
+
+    return [n for n in (RUN_INFO_FILE, METRICS_FILE, CHECKPOINTS_DIR) if (out / n).exists()]
 
 
 def claim_fresh_run_dir(base: Path, now: float | None = None) -> Path:
@@ -202,10 +204,10 @@ def _prepare(args: argparse.Namespace) -> tuple:
     text and whether the default run dir was taken (the run then gets a fresh one);
     raises ValueError / FileNotFoundError naming the file, section or field on bad input."""
     from rllib_k15.algorithm.config import K15Config
-    from rllib_k15.checkpointing import read_run_info
     from rllib_k15.engine.logging import refresh
-    from rllib_k15.experiment import apply_sections
-    from rllib_k15.training_run import preflight
+    from rllib_k15.runs.experiment import apply_sections
+    from rllib_k15.runs.run_files import read_run_info
+    from rllib_k15.runs.trainer import preflight
 
     refresh()  # RLlib's loggers exist now: its config warnings go to engine.log
 
@@ -262,9 +264,9 @@ def _prepare(args: argparse.Namespace) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rllib_k15.checkpointing import write_run_info
     from rllib_k15.engine.logging import LibraryLogs, init_ray
-    from rllib_k15.training_run import budget_line, precision_report
+    from rllib_k15.runs.run_files import write_run_info
+    from rllib_k15.runs.trainer import budget_line, precision_report
 
     verbose = getattr(args, "verbose", 0) or 0
     with LibraryLogs(verbose) as logs:  # library logs: buffered, then DIR/engine.log
@@ -299,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
         if not verbose:
             print(f"engine/Ray logs: {out / log_file.name} (`k15 train -v` shows them here)")
         init_ray(verbose)
-        from rllib_k15 import training_run  # looked up now: tests replace run_training
+        from rllib_k15.runs import trainer  # looked up now: tests replace run_training
 
-        training_run.run_training(config, iterations, out, resume=bool(args.resume), **settings)
+        trainer.run_training(config, iterations, out, resume=bool(args.resume), **settings)
     return 0

@@ -70,8 +70,9 @@ def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tenso
     """
     offset = input_ids.shape[1] - logits.shape[1]
     if offset < 0:
-        raise ValueError(f"logits cover {logits.shape[1]} positions but input_ids has only "
-                         f"{input_ids.shape[1]}")
+        raise ValueError(
+            f"logits cover {logits.shape[1]} positions but input_ids has only {input_ids.shape[1]}"
+        )
     shifted = logits[:, :-1, :].float()  # (B, L-1, V)
     targets = input_ids[:, offset + 1 :]  # (B, L-1)
     picked = torch.gather(shifted, -1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L-1)

@@ -12,6 +12,8 @@ The pure parts (selection rules, losses, parquet I/O) import without Ray or vLLM
 sampling commands need the rollout engine (:mod:`rllib_k15.engine`).
 """
 
+from rllib_k15.core.losses.dpo import dpo_loss, sequence_logps
+from rllib_k15.core.losses.sft import sft_loss
 from rllib_k15.long2short.data import (
     read_pairs_parquet,
     read_parquet_info,
@@ -19,7 +21,6 @@ from rllib_k15.long2short.data import (
     write_pairs_parquet,
     write_sft_parquet,
 )
-from rllib_k15.long2short.dpo import dpo_loss, sequence_logps
 from rllib_k15.long2short.dpo_train import DPOTrainConfig, train_dpo
 from rllib_k15.long2short.merge import MergeError, interpolate, merge_models
 from rllib_k15.long2short.selection import (
@@ -35,7 +36,7 @@ from rllib_k15.long2short.selection import (
     shortest_correct_index,
     shortest_rejection_sampling,
 )
-from rllib_k15.long2short.sft import SFTConfig, sft_loss, train_sft
+from rllib_k15.long2short.sft import SFTConfig, train_sft
 
 __all__ = [
     "DPOTrainConfig",

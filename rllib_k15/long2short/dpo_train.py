@@ -5,7 +5,7 @@ frozen (or any ``ref_model`` given). Reference sequence log-probs (sums over res
 tokens) are computed once for the whole data set before the first update — with
 ``ref_model=None`` from the policy itself, so no second copy of the weights is held — and
 each step needs only the policy's forward pass over ``[chosen rows; rejected rows]``.
-The loss is :func:`rllib_k15.long2short.dpo.dpo_loss`.
+The loss is :func:`rllib_k15.core.losses.dpo.dpo_loss`.
 
 Structure: :func:`dpo_batch_loss` (forward + pure loss), :func:`train_dpo` (the loop:
 AdamW or a given ``step_fn``, optional bf16 autocast, progress bar, logged metrics). On
@@ -24,8 +24,8 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from rllib_k15.core.losses.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, dpo_loss, sequence_logps
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
-from rllib_k15.long2short.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, dpo_loss, sequence_logps
 from rllib_k15.long2short.training import (
     AdamWStep,
     StepFn,

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from rllib_k15.core.losses.sft import SFT_LOSS, SFT_NUM_TOKENS, sft_loss
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
 from rllib_k15.long2short.training import (
     AdamWStep,
@@ -53,12 +54,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SFT_LOSS = "sft/loss"
 SFT_STEPS = "sft/steps"
 SFT_NUM_EXAMPLES = "sft/num_examples"
 SFT_NUM_SKIPPED = "sft/num_skipped_too_long"
 SFT_EPOCH_LOSSES = "sft/epoch_losses"
-SFT_NUM_TOKENS = "sft/num_response_tokens"
 SFT_GRAD_NORM = "sft/grad_norm"
 
 
@@ -107,21 +106,6 @@ def encode_sft_examples(
             continue
         encoded.append((prompt, response))
     return encoded, skipped
-
-
-def sft_loss(
-    token_logps: torch.Tensor, response_mask: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """L = − Σ m·log π / Σ m over the response tokens of the batch.
-
-    token_logps: (B, T) teacher-forced log-probs; response_mask: (B, T) 1 on response tokens.
-    """
-    mask = response_mask.to(torch.float32)  # (B, T)
-    n_tokens = mask.sum()
-    if n_tokens.item() == 0:
-        raise ValueError("the batch has no response tokens")
-    loss = -(token_logps.float() * mask).sum() / n_tokens
-    return loss, {SFT_LOSS: loss.item(), SFT_NUM_TOKENS: n_tokens.item()}
 
 
 def sft_batch_loss(

@@ -3,13 +3,14 @@
 - :mod:`~rllib_k15.rollout.partial`: partial rollouts across iterations (token budgets,
   per-token iteration stamps, loss masks);
 - :mod:`~rllib_k15.rollout.repetition`: detecting responses stuck in a loop;
+- :mod:`~rllib_k15.rollout.records`: :class:`~rllib_k15.rollout.records.Rollout`, one graded
+  response (what an EnvRunner returns);
 - :mod:`~rllib_k15.rollout.segments`: one generation segment, from completion to state;
 - :mod:`~rllib_k15.rollout.groups`: the driver's store of waiting groups (group baseline);
 - :mod:`~rllib_k15.rollout.driver`: the driver's side of one partial-rollout iteration.
 
-The last three use ``rllib_k15.algorithm.batching.Rollout`` and are imported by module
-(not re-exported here: batching imports this package). Pure Python/numpy; importable
-without Ray, vLLM or torch.
+Nothing here imports ``rllib_k15.algorithm``: the algorithm layer builds on this package,
+not the other way round. Pure Python/numpy; importable without Ray, vLLM or torch.
 """
 
 from rllib_k15.rollout.partial import (

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rllib_k15.algorithm.batching import Rollout
 from rllib_k15.rollout.groups import GroupStore, segment_stats
 from rllib_k15.rollout.partial import PartialRollout
+from rllib_k15.rollout.records import Rollout
 
 __all__ = ["PartialIteration", "draw_new_problems", "run_partial_iteration"]
 

@@ -9,7 +9,7 @@ the newer weights.
 **Group-baseline design.** The k samples of one problem form a *group*: the OPMD baseline
 τ·log Z ≈ mean reward is a mean over the group (docs/design.md §3). A group is trained only
 when **all k** of its members have finished; members that finish early are scored at once and
-wait here (as :class:`~rllib_k15.algorithm.batching.Rollout` records) for the others. So
+wait here (as :class:`~rllib_k15.rollout.records.Rollout` records) for the others. So
 the per-problem baseline is always over k finished samples, exactly as without partial
 rollouts, and a long response never gets a baseline computed from its short siblings
 alone. The price: short siblings wait one or more iterations (their tokens are from an
@@ -41,8 +41,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rllib_k15.algorithm.batching import Rollout
 from rllib_k15.rollout.partial import PartialRollout
+from rllib_k15.rollout.records import Rollout
 
 __all__ = ["GroupStore", "PendingGroup", "SegmentStats", "segment_stats"]
 
@@ -104,9 +104,7 @@ class GroupStore:
 
         They stay in the store until :meth:`update` replaces them, so a failed iteration
         loses nothing."""
-        return {
-            p: [g.unfinished[s] for s in sorted(g.unfinished)] for p, g in self._groups.items()
-        }
+        return {p: [g.unfinished[s] for s in sorted(g.unfinished)] for p, g in self._groups.items()}
 
     def groups(self) -> list[PendingGroup]:
         return list(self._groups.values())

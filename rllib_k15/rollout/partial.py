@@ -41,7 +41,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class PartialRollout:
     """An unfinished response and where each of its tokens came from.

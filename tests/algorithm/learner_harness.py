@@ -13,7 +13,8 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from rllib_k15 import K15Config
-from rllib_k15.algorithm.batching import Rollout, build_train_batch
+from rllib_k15.algorithm.batching import build_train_batch
+from rllib_k15.rollout.records import Rollout
 
 BATCH_ROWS = 8  # 2 problems × 4 samples
 

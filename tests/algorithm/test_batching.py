@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rllib_k15.algorithm.batching import Rollout, build_train_batch
+from rllib_k15.algorithm.batching import build_train_batch
+from rllib_k15.rollout.records import Rollout
 
 
 def _rollout(problem, response, correct, iters=None, reward=None):

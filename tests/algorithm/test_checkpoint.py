@@ -6,7 +6,7 @@ import toy_env  # noqa: F401
 from ray.rllib.algorithms.algorithm import Algorithm
 from test_learning import _config
 
-from rllib_k15.export import export_checkpoint
+from rllib_k15.runs.export import export_checkpoint
 
 
 def test_save_restore_and_export(peaked_tiny_model_dir, tmp_path):

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from rllib_k15.algorithm.config import K15_FIELDS, K15Config
-from rllib_k15.experiment import apply_sections, load_experiment_file, resolve_algorithm
+from rllib_k15.runs.experiment import apply_sections, load_experiment_file, resolve_algorithm
 
 
 def _config(**training):

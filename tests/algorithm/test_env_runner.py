@@ -11,9 +11,14 @@ from rllib_k15.engine import Completion
 @pytest.fixture(scope="module")
 def runner(tiny_model_dir):
     config = (
-        K15Config().environment(toy_env.ENV_ID)
-        .training(hf_model=str(tiny_model_dir), engine="hf", engine_options={"dtype": "float32"},
-                  repeat_penalty=0.7)
+        K15Config()
+        .environment(toy_env.ENV_ID)
+        .training(
+            hf_model=str(tiny_model_dir),
+            engine="hf",
+            engine_options={"dtype": "float32"},
+            repeat_penalty=0.7,
+        )
     )
     runner = ReasoningEnvRunner(config=config)
     yield runner
@@ -22,8 +27,9 @@ def runner(tiny_model_dir):
 
 def test_a_looping_completion_is_cut_and_penalised(runner):
     loop = [11, 12, 13, 14] * 30  # period 4, 120 tokens
-    completion = Completion(token_ids=[5, 6, 7] + loop, logprobs=[-1.0] * 123, text="x",
-                            finish_reason="length")
+    completion = Completion(
+        token_ids=[5, 6, 7] + loop, logprobs=[-1.0] * 123, text="x", finish_reason="length"
+    )
     cut = runner._cut_loop(completion)
     assert cut.finish_reason == "repeat"
     assert len(cut.token_ids) == len(cut.logprobs) < 123
@@ -33,6 +39,7 @@ def test_a_looping_completion_is_cut_and_penalised(runner):
 
 
 def test_normal_completion_is_untouched(runner):
-    completion = Completion(token_ids=list(range(100, 160)), logprobs=[-1.0] * 60, text="ok",
-                            finish_reason="stop")
+    completion = Completion(
+        token_ids=list(range(100, 160)), logprobs=[-1.0] * 60, text="ok", finish_reason="stop"
+    )
     assert runner._cut_loop(completion) is completion

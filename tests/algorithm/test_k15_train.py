@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import toy_env
 
-import rllib_k15.training_run
-from rllib_k15.cli import main
+import rllib_k15.runs.trainer
+from rllib_k15.commands.k15 import main
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "tuned_examples" / "quickstart_smollm2.yaml"
@@ -107,7 +107,7 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("training started despite bad input")
 
-    monkeypatch.setattr(rllib_k15.training_run, "run_training", started)
+    monkeypatch.setattr(rllib_k15.runs.trainer, "run_training", started)
 
 
 @pytest.mark.parametrize(
@@ -172,7 +172,7 @@ def probed_bf16(monkeypatch):
 
 def test_precision_line_auto_and_explicit(probed_bf16):
     from rllib_k15 import K15Config
-    from rllib_k15.training_run import precision_report
+    from rllib_k15.runs.trainer import precision_report
 
     line, record = precision_report(K15Config())
     assert line == "precision: bfloat16 (probe: bf16 152 vs fp32 31 GFLOP/s)"
@@ -220,7 +220,7 @@ def test_quickstart_as_users_run_it_through_vllm(tiny_model_dir, k15_cache_dir, 
         "training.eval_samples": 1,
         "training.engine_options": "{kv_cache_gib: 0.25, max_model_len: 512, enforce_eager: true}",
     }
-    argv = [sys.executable, "-m", "rllib_k15.cli", "train", "--config", str(QUICKSTART)]
+    argv = [sys.executable, "-m", "rllib_k15", "train", "--config", str(QUICKSTART)]
     argv += ["--out", str(out)]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]

@@ -10,6 +10,9 @@ import torch
 from learner_harness import build_learner, random_columns, update
 from ray.rllib.core import DEFAULT_MODULE_ID
 
+from rllib_k15.algorithm.loss_prep import grouped_rows, loss_params
+from rllib_k15.core.losses import prepare_advantages
+
 pytestmark = pytest.mark.precision
 
 
@@ -59,6 +62,8 @@ def test_tokens_outside_the_loss_mask_do_not_change_the_loss(tiny_model_dir):
     def loss_of(columns):
         columns = {k: v.copy() for k, v in columns.items()}
         columns["ref_logp"] = learner.compute_reference_logprobs(columns)
+        rows, params = grouped_rows(columns), loss_params(learner.config)
+        columns["advantages"], _ = prepare_advantages(learner.config.loss, rows, params)
         tensors = {k: torch.as_tensor(v) for k, v in columns.items()}
         fwd = module.forward_train(tensors)
         return learner.compute_loss_for_module(
@@ -81,6 +86,7 @@ def test_engine_reference_skips_the_extra_pass_and_equals_learner_mode(tiny_mode
     for mode in ("learner", "engine"):
         learner = build_learner(tiny_model_dir, reference_logprobs=mode, grad_clip=None)
         if mode == "engine":
+
             def no_pass(*args, **kwargs):
                 raise AssertionError("engine mode must not run the reference forward pass")
 

@@ -104,7 +104,11 @@ def test_product_path_with_vllm_engine(peaked_tiny_model_dir):
     from pathlib import Path
 
     script = Path(__file__).with_name("vllm_product_path.py")
-    done = subprocess.run([sys.executable, str(script), str(peaked_tiny_model_dir)],
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(script), str(peaked_tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "PRODUCT PATH OK" in done.stdout

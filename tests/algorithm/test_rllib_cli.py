@@ -9,7 +9,7 @@ from ray.tune.registry import register_env
 from test_learning import _config
 
 from rllib_k15 import K15MirrorDescent
-from rllib_k15.rllib_cli import main
+from rllib_k15.commands.rllib import main
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,6 @@
 """Child-process body of test_learning.py::test_product_path_with_vllm_engine.
 
-    python tests/algorithm/vllm_product_path.py MODEL_DIR
+python tests/algorithm/vllm_product_path.py MODEL_DIR
 """
 
 import sys

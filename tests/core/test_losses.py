@@ -9,6 +9,7 @@ from rllib_k15.core.losses import (
     LossParams,
     compute_policy_loss,
     opmd_loss,
+    opmd_prepare,
     opmd_surrogate,
     register_loss,
     sequence_logprob,
@@ -17,7 +18,7 @@ from rllib_k15.core.losses import (
 
 def _inputs(logp, ref, rewards, baselines):
     t = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
-    return LossInputs(logp=t(logp), ref_logp=t(ref), rewards=t(rewards), baselines=t(baselines))
+    return LossInputs(logp=t(logp), ref_logp=t(ref), advantages=t(rewards) - t(baselines))
 
 
 def test_opmd_loss_hand_computed():
@@ -43,7 +44,7 @@ def test_opmd_gradient_matches_eq3_and_surrogate():
 
     logp = torch.log_softmax(theta, -1)[actions]
     ref_logp = torch.log_softmax(ref_theta, -1)[actions]
-    loss, _ = opmd_loss(LossInputs(logp, ref_logp, rewards, rbar.expand(4)), LossParams(tau=tau))
+    loss, _ = opmd_loss(LossInputs(logp, ref_logp, rewards - rbar), LossParams(tau=tau))
     (grad_loss,) = torch.autograd.grad(loss, theta)
 
     # eq. (3) written as an explicit loop over the k samples
@@ -83,6 +84,6 @@ def test_sequence_logprob_reductions_and_masking():
 
 def test_registry_rejects_duplicates_and_unknown_names():
     with pytest.raises(ValueError, match="already registered"):
-        register_loss("opmd")(opmd_loss)
+        register_loss("opmd", prepare=opmd_prepare)(opmd_loss)
     with pytest.raises(ValueError, match="unknown loss"):
         compute_policy_loss("nope", _inputs([0.0], [0.0], [0.0], [0.0]), LossParams())

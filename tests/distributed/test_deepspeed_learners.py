@@ -22,7 +22,7 @@ from ray.rllib.algorithms.algorithm import Algorithm
 
 from rllib_k15 import K15Config
 from rllib_k15.distributed.deepspeed_learner import K15DeepSpeedLearner
-from rllib_k15.export import export_checkpoint
+from rllib_k15.runs.export import export_checkpoint
 
 
 def _config(model_dir, zero_stage: int) -> K15Config:

@@ -8,8 +8,8 @@ import math
 import pytest
 from l2s_tiny import save_tiny
 
+from rllib_k15.core.losses.dpo import DPO_LOSS
 from rllib_k15.distributed.offline import distributed_dpo, distributed_sft, equal_shard
-from rllib_k15.long2short.dpo import DPO_LOSS
 from rllib_k15.long2short.dpo_train import DPOTrainConfig, evaluate_dpo
 from rllib_k15.long2short.selection import PreferencePair, SFTExample
 from rllib_k15.long2short.sft import SFT_EPOCH_LOSSES, SFT_STEPS, SFTConfig, evaluate_sft_loss

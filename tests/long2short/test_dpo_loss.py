@@ -7,14 +7,14 @@ import math
 import pytest
 import torch
 
-from rllib_k15.core.sequences import token_logprobs
-from rllib_k15.long2short.dpo import (
+from rllib_k15.core.losses.dpo import (
     DPO_LOSS,
     DPO_REWARD_ACCURACY,
     DPO_REWARD_MARGIN,
     dpo_loss,
     sequence_logps,
 )
+from rllib_k15.core.sequences import token_logprobs
 
 
 def test_hand_computed_value():

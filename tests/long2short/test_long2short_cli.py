@@ -101,19 +101,19 @@ class FakeEngine:
 @pytest.fixture
 def fake_rollouts(monkeypatch):
     import rllib_k15.engine
-    import rllib_k15.long2short.sampling
+    import rllib_k15.env_factory
 
     monkeypatch.setattr(
         rllib_k15.engine, "make_engine", lambda kind, model, **kw: FakeEngine(model)
     )
-    monkeypatch.setattr(rllib_k15.long2short.sampling, "make_env", lambda env_id, kw: FakeEnv())
+    monkeypatch.setattr(rllib_k15.env_factory, "make_unwrapped_env", lambda env_id, kw: FakeEnv())
 
 
 # --- tests -------------------------------------------------------------------------------
 
 
 def test_k15_main_discovers_the_commands():
-    cli = pytest.importorskip("rllib_k15.cli")
+    cli = pytest.importorskip("rllib_k15.commands.k15")
     parser = cli.build_parser()
     merge = parser.parse_args(["long2short", "merge", "L", "S", "--out", "O"])
     assert merge.func is l2s_cmd.run_merge and merge.alpha == 0.5
@@ -217,7 +217,7 @@ def test_shortest_rs_and_dpo_pairs_commands(tmp_path, fake_rollouts):
 def test_o1_reference_command_writes_the_learners_statistics(tmp_path, fake_rollouts, capsys):
     """Per-problem mean tokens and accuracy over ALL K samples, keyed by env index, from a
     fresh sampling run and, identically, from a saved samples file."""
-    from rllib_k15.long2short.o1_reference import ReferenceStats
+    from rllib_k15.algorithm.o1_reference import ReferenceStats
 
     out, raw = tmp_path / "ref.json", tmp_path / "raw.parquet"
     common = ["--model", "m", "--env", "k15/Fake-v0", "--samples", "4", "--no-progress"]
@@ -367,9 +367,9 @@ class ParityEnv(FakeEnv):
 
 
 def test_shortest_rs_with_the_real_hf_engine(tmp_path, monkeypatch):
-    import rllib_k15.long2short.sampling
+    import rllib_k15.env_factory
 
-    monkeypatch.setattr(rllib_k15.long2short.sampling, "make_env", lambda env_id, kw: ParityEnv())
+    monkeypatch.setattr(rllib_k15.env_factory, "make_unwrapped_env", lambda env_id, kw: ParityEnv())
     model_dir = save_tiny(tmp_path / "tiny", seed=0)
     outs = []
     for run in ("a", "b"):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from l2s_tiny import tiny_model
 
-from rllib_k15.long2short.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, DPO_REWARD_MARGIN
+from rllib_k15.core.losses.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, DPO_REWARD_MARGIN
 from rllib_k15.long2short.dpo_train import DPOTrainConfig, evaluate_dpo, train_dpo
 from rllib_k15.long2short.selection import PreferencePair, SFTExample
 from rllib_k15.long2short.sft import (

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-import rllib_k15.training_run
-from rllib_k15.cli import main
+import rllib_k15.runs.trainer
+from rllib_k15.commands.k15 import main
 
 ENV = "environment: {env: k15/Arithmetic-v0}\n"
 TINY = "training: {hf_model: tiny-random-llama}\n"
@@ -83,7 +83,7 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("training started despite bad input")
 
-    monkeypatch.setattr(rllib_k15.training_run, "run_training", started)
+    monkeypatch.setattr(rllib_k15.runs.trainer, "run_training", started)
 
 
 @pytest.fixture

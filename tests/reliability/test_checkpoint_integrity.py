@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15 import checkpointing
-from rllib_k15.checkpointing import (
+from rllib_k15.runs import integrity
+from rllib_k15.runs.checkpoints import (
     CheckpointCorruptError,
     CheckpointManager,
     CheckpointSaveError,
@@ -33,6 +33,7 @@ from rllib_k15.checkpointing import (
 )
 
 WEIGHTS = "learner_group/weights.bin"
+RUNS_LOGGER = "rllib_k15.runs"  # checkpoints and integrity log under it
 
 
 def _writer(tag: str, size: int = 4096):
@@ -69,7 +70,7 @@ def _warnings(caplog) -> str:
     return "\n".join(
         r.getMessage()
         for r in caplog.records
-        if r.name == checkpointing.__name__ and r.levelno >= logging.WARNING
+        if r.name.startswith(RUNS_LOGGER) and r.levelno >= logging.WARNING
     )
 
 
@@ -163,7 +164,7 @@ def test_resume_skips_a_corrupt_newest_checkpoint_with_a_warning(tmp_path, caplo
     assert os.readlink(tmp_path / "checkpoints" / "latest") == newest.name
     _flip_byte(newest / WEIGHTS)
 
-    caplog.set_level(logging.WARNING, logger=checkpointing.__name__)
+    caplog.set_level(logging.WARNING, logger=RUNS_LOGGER)
     manager = CheckpointManager(tmp_path, keep=3)  # a resumed process
     chosen = manager.latest()
     assert chosen == tmp_path / "checkpoints" / "iter_000002" and _tag(chosen) == "it2"
@@ -182,7 +183,7 @@ def test_a_missing_manifest_is_skipped_and_a_damaged_one_too(tmp_path, caplog):
     _checkpoints(tmp_path, 3, [1, 2, 3])
     (tmp_path / "checkpoints" / "iter_000003" / "MANIFEST.json").unlink()
     (tmp_path / "checkpoints" / "iter_000002" / "MANIFEST.json").write_text('{"format": ')
-    caplog.set_level(logging.WARNING, logger=checkpointing.__name__)
+    caplog.set_level(logging.WARNING, logger=RUNS_LOGGER)
     assert CheckpointManager(tmp_path, keep=3).latest().name == "iter_000001"
     warned = _warnings(caplog)
     assert "iter_000003: MANIFEST.json is missing" in warned
@@ -202,7 +203,7 @@ def test_checkpoint_from_before_manifests_is_accepted_with_a_warning(tmp_path, c
     ckpt = _checkpoints(tmp_path, 2, [1]).latest()
     (ckpt / "MANIFEST.json").unlink()  # what an older rllib-k15 wrote:
     (ckpt / "k15_checkpoint.json").write_text(json.dumps({"iteration": 1, "saved_at": 0.0}))
-    caplog.set_level(logging.WARNING, logger=checkpointing.__name__)
+    caplog.set_level(logging.WARNING, logger=RUNS_LOGGER)
     assert CheckpointManager(tmp_path, keep=2).latest() == ckpt
     assert f"checkpoint {ckpt} has no MANIFEST.json (saved before checkpoint manifests)" in (
         _warnings(caplog)
@@ -238,7 +239,7 @@ def test_disk_full_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
 
     else:
         write = _writer("it3")
-        real = checkpointing._write_synced
+        real = integrity.write_synced
 
         def write_synced(path: Path, text: str) -> None:
             if path.name == "MANIFEST.json":
@@ -246,7 +247,7 @@ def test_disk_full_mid_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch,
                 _enospc()
             real(path, text)
 
-        monkeypatch.setattr(checkpointing, "_write_synced", write_synced)
+        monkeypatch.setattr(integrity, "write_synced", write_synced)
 
     with pytest.raises(CheckpointSaveError) as info:
         manager.save(write, 3)

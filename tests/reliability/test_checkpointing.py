@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15.checkpointing import CheckpointManager, read_metrics, truncate_metrics
+from rllib_k15.runs.checkpoints import CheckpointManager
+from rllib_k15.runs.run_files import read_metrics, truncate_metrics
 
 
 def _writer(tag: str):
@@ -74,7 +75,7 @@ def test_keep_must_be_positive(tmp_path):
 CHILD = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from rllib_k15.checkpointing import CheckpointManager
+    from rllib_k15.runs.checkpoints import CheckpointManager
     run, hold, flag = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
     manager = CheckpointManager(run, keep=2)
 

@@ -18,7 +18,7 @@ import pytest
 import toy_env
 from runs import algorithm_state, buffer_state, kill_at_hold, metrics_rows, run_k15
 
-from rllib_k15.checkpointing import CheckpointManager
+from rllib_k15.runs.checkpoints import CheckpointManager
 
 ITERATIONS = 6
 COMPARED = ("iteration", "problems", "accuracy", "reward", "tokens", "loss", "kl")

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rllib_k15.checkpointing import read_metrics as resume_reader
-from rllib_k15.plotting import read_metrics_rows
-from rllib_k15.run_metrics import read_metrics
+from rllib_k15.evaluation.plots import read_metrics_rows
+from rllib_k15.runs.run_files import read_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
 from ablation import finished_iterations  # noqa: E402
@@ -24,9 +23,8 @@ def _write(path: Path, rows: list[dict], tail: str = "") -> Path:
 def test_a_torn_last_line_is_skipped_by_every_reader_with_one_warning(tmp_path, caplog):
     rows = [{"iteration": i, "eval_pass@1": 0.1 * i} for i in range(3)]
     path = _write(tmp_path / "metrics.jsonl", rows, tail='{"iteration": 3, "eval_pa')
-    with caplog.at_level(logging.WARNING, logger="rllib_k15.run_metrics"):
+    with caplog.at_level(logging.WARNING, logger="rllib_k15.runs.run_files"):
         assert read_metrics(path) == rows
-        assert resume_reader(path) == rows
         assert read_metrics_rows(path) == rows
         assert finished_iterations(path) == 2  # the ablation runner resumes from here
     warnings = [r for r in caplog.records if "half-written last line" in r.getMessage()]

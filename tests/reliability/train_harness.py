@@ -67,7 +67,7 @@ def _rllib_main(argv: list[str]) -> int:
     from ray import cloudpickle
     from ray.tune.registry import register_env
 
-    from rllib_k15.rllib_cli import main
+    from rllib_k15.commands.rllib import main
 
     for module in (toy_env, faulty_env):
         cloudpickle.register_pickle_by_value(module)
@@ -80,6 +80,6 @@ if __name__ == "__main__":
     if sys.argv[1] == "rllib":
         sys.exit(_rllib_main(sys.argv[2:]))
     _install_hooks()
-    from rllib_k15.cli import main
+    from rllib_k15.commands.k15 import main
 
     sys.exit(main(sys.argv[1:]))

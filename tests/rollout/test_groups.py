@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from rllib_k15.algorithm.batching import Rollout, build_train_batch
+from rllib_k15.algorithm.batching import build_train_batch
 from rllib_k15.rollout.driver import (
     CONTINUED_FRAC,
     NEW_PROBLEMS,
@@ -20,6 +20,7 @@ from rllib_k15.rollout.driver import (
 )
 from rllib_k15.rollout.groups import GroupStore, segment_stats
 from rllib_k15.rollout.partial import PartialRollout, SegmentStatus, extend
+from rllib_k15.rollout.records import Rollout
 from rllib_k15.rollout.segments import apply_segment, segment_prompt
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 
@@ -224,7 +225,10 @@ def test_driver_continues_waiting_groups_and_respects_the_bound() -> None:
     assert runners.calls[2][1] == {new[0][0]: 1, new[0][1]: 1, new[1][0]: 2}
     # groups of iteration 0 finish in iteration 2 (slot 2 needs 3 segments)
     assert [sorted({r.problem_index for r in res.trained}) for res in results] == [
-        [], [], sorted(new[0]), new[1]
+        [],
+        [],
+        sorted(new[0]),
+        new[1],
     ]
     third = results[2]
     assert len(third.trained) == 2 * K

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "algorithm"))
 import toy_env  # noqa: E402  (the toy env of the training-loop tests)
 
 from rllib_k15 import K15Config  # noqa: E402
-from rllib_k15.algorithm.batching import Rollout  # noqa: E402
 from rllib_k15.algorithm.env_runner import ReasoningEnvRunner  # noqa: E402
 from rllib_k15.rollout.partial import PartialRollout  # noqa: E402
+from rllib_k15.rollout.records import Rollout  # noqa: E402
 
 MAX_TOKENS, BUDGET, K = 20, 6, 2
 PROBLEMS = [0, 1, 2]
@@ -41,8 +41,12 @@ def runner(request, tiny_model_dir):
         K15Config()
         .environment(toy_env.ENV_ID, env_config={"size": 8})
         .training(
-            hf_model=str(tiny_model_dir), engine=request.param, samples_per_problem=K,
-            max_response_tokens=MAX_TOKENS, partial_rollout_max_tokens=BUDGET, temperature=0.0,
+            hf_model=str(tiny_model_dir),
+            engine=request.param,
+            samples_per_problem=K,
+            max_response_tokens=MAX_TOKENS,
+            partial_rollout_max_tokens=BUDGET,
+            temperature=0.0,
         )  # fmt: skip
     )
     runner = ReasoningEnvRunner(config=config)

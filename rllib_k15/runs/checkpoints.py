@@ -21,26 +21,19 @@ before deletion, so a half-deleted directory never looks complete). A save that 
 (e.g. ``ENOSPC``: disk full) removes its temp directory and raises
 :class:`CheckpointSaveError` naming the checkpoint ``latest`` still names.
 
-Integrity: :func:`verify_checkpoint` checks a checkpoint against its manifest (sizes first,
-then hashes) and raises :class:`CheckpointCorruptError` naming each truncated, missing or
-altered file with the expected and found size or hash, before anything is unpickled.
-:meth:`CheckpointManager.latest` (what ``k15 train --resume`` restores from) verifies and
-skips, with a warning naming them, checkpoints that do not verify, falling back to the
-newest one that does; if checkpoints exist but none verifies it raises rather than let a
-resume silently start over. Checkpoints saved before manifests existed (a marker without
-the ``"manifest"`` key) are accepted with a warning that they cannot be verified.
-
 A SIGKILL at any point therefore leaves ``latest`` naming a complete checkpoint: before the
 rename the new one is invisible, after it the pointer still names the previous one until
 the pointer swap, which is a single rename. Leftover ``.tmp-*``/``.del-*`` directories are
-removed by the next :class:`CheckpointManager`. :func:`truncate_metrics` drops the rows of
+removed by the next :class:`CheckpointManager`.
+:func:`rllib_k15.runs.run_files.truncate_metrics` drops the rows of
 iterations the resumed run will redo, so ``metrics.jsonl`` has each iteration exactly once.
+
+Integrity (manifests, verification) is :mod:`rllib_k15.runs.integrity`.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -49,273 +42,31 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rllib_k15.run_metrics import read_metrics  # noqa: F401  (re-exported: resume reads it here)
+from rllib_k15.runs.integrity import (
+    MANIFEST,
+    MARKER,
+    CheckpointCorruptError,
+    CheckpointSaveError,
+    fsync_dir,
+    fsync_tree,
+    point_symlink,
+    stat_fingerprint,
+    verify_checkpoint,
+    write_manifest,
+    write_synced,
+)
 
 __all__ = [
     "CheckpointCorruptError",
     "CheckpointManager",
     "CheckpointSaveError",
-    "fsync_tree",
-    "read_metrics",
-    "truncate_metrics",
     "verify_checkpoint",
-    "write_manifest",
 ]
 
 log = logging.getLogger(__name__)
 
-MARKER = "k15_checkpoint.json"
-MANIFEST = "MANIFEST.json"
-MANIFEST_FORMAT = "k15-checkpoint-manifest"
-MANIFEST_VERSION = 1
-HASH = "sha256"  # hashlib name; with SHA extensions (x86 SHA-NI, ARMv8) faster than blake2b
-LATEST = "latest"
+LATEST = "latest"  # checkpoints/latest -> the newest complete checkpoint
 _PREFIX = "iter_"
-_CHUNK = 1 << 20
-
-
-class CheckpointCorruptError(ValueError):
-    """A checkpoint that does not match its manifest (or whose manifest is missing or
-    unreadable), or a checkpoint directory in which no checkpoint verifies.
-
-    ``path``: the checkpoint (or checkpoints) directory; ``problems``: one line per
-    damaged file, each naming the file relative to ``path``."""
-
-    def __init__(self, message: str, path: Path | None = None, problems: tuple = ()) -> None:
-        super().__init__(message)
-        self.path = path
-        self.problems = tuple(problems)
-
-
-class CheckpointSaveError(OSError):
-    """A save that failed (e.g. the disk is full); the message says which checkpoint
-    ``latest`` still names. ``errno`` is the underlying error's; ``kept`` that checkpoint
-    (None if there is none)."""
-
-    def __init__(self, err_no: int | None, message: str, kept: Path | None = None) -> None:
-        super().__init__(err_no, message)
-        self.kept = kept
-
-    def __str__(self) -> str:  # the message alone; it already names the cause
-        return str(self.strerror)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: str | Path) -> int:
-    """fsync every regular file and directory under ``root`` (deepest first); returns
-    the number of files synced. Symlinks are not followed."""
-    root = Path(root)
-    files = 0
-    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            files += 1
-        _fsync_dir(Path(dirpath))
-    return files
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file + fsync + rename (readers see old or new)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _write_synced(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` and fsync it (inside a save's temp directory)."""
-    with open(path, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _point_symlink(link: Path, target: str) -> None:
-    """Atomically make ``link`` a symlink to ``target`` (relative), replacing what was there."""
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
-    _fsync_dir(link.parent)
-
-
-# ---------------------------------------------------------------------- manifests
-def _file_hash(path: Path, algorithm: str = HASH) -> str:
-    with open(path, "rb") as fh:
-        if hasattr(hashlib, "file_digest"):  # Python >= 3.11
-            return hashlib.file_digest(fh, algorithm).hexdigest()
-        digest = hashlib.new(algorithm)
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-        return digest.hexdigest()
-
-
-def _tree(root: Path) -> list[str]:
-    """Relative POSIX paths of every file and symlink under ``root`` except the manifest
-    (sorted; symlinks are listed, not followed)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel != MANIFEST:
-                found.append(rel)
-    return sorted(found)
-
-
-def write_manifest(directory: str | Path) -> dict:
-    """Write ``directory/MANIFEST.json``: format, version, hash algorithm and, per file
-    (every file below ``directory`` but the manifest), its relative path, size and hash;
-    a symlink is recorded by its target. Fsynced; returns the manifest."""
-    root = Path(directory)
-    files = []
-    for rel in _tree(root):
-        path = root / rel
-        if path.is_symlink():
-            files.append({"path": rel, "symlink": os.readlink(path)})
-            continue
-        size = path.stat().st_size
-        files.append({"path": rel, "size": size, HASH: _file_hash(path)})
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "hash": HASH,
-        "created_at": time.time(),
-        "files": files,
-    }
-    _write_synced(root / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-    return manifest
-
-
-def _read_marker(path: Path) -> dict | None:
-    try:
-        marker = json.loads((path / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def _manifest_problems(path: Path) -> tuple[dict | None, list[str]]:
-    """(manifest, problems) of the checkpoint at ``path``; manifest None: there is none to
-    check (problems then say whether that is an error)."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        marker = _read_marker(path)
-        if marker is not None and marker.get("manifest"):
-            return None, [f"{MANIFEST} is missing (the checkpoint was saved with one)"]
-        return None, []
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as err:
-        return None, [f"{MANIFEST} is unreadable ({err})"]
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        return None, [f"{MANIFEST} is not a {MANIFEST_FORMAT} file"]
-    version = manifest.get("version")
-    if not isinstance(version, int) or version > MANIFEST_VERSION:
-        return None, [
-            f"{MANIFEST} has format version {version!r}; this rllib-k15 reads version "
-            f"{MANIFEST_VERSION} (upgrade rllib-k15 to load it)"
-        ]
-    algorithm, files = manifest.get("hash"), manifest.get("files")
-    if algorithm not in hashlib.algorithms_available or not isinstance(files, list):
-        return None, [f"{MANIFEST} is malformed (hash {algorithm!r}, files {type(files).__name__})"]
-    problems, to_hash = [], []
-    for entry in files:  # sizes first: a truncated file is found without hashing anything
-        rel = entry.get("path") if isinstance(entry, dict) else None
-        if not isinstance(rel, str) or rel.startswith("/") or ".." in Path(rel).parts:
-            problems.append(f"{MANIFEST} has a malformed entry {entry!r}")
-            continue
-        file = path / rel
-        if "symlink" in entry:
-            if not file.is_symlink():
-                problems.append(f"{rel} is missing (a symlink to {entry['symlink']!r} expected)")
-            elif os.readlink(file) != entry["symlink"]:
-                problems.append(
-                    f"{rel} points to {os.readlink(file)!r}, expected {entry['symlink']!r}"
-                )
-            continue
-        if not file.is_file() or file.is_symlink():
-            problems.append(f"{rel} is missing (expected {entry.get('size')} bytes)")
-            continue
-        found = file.stat().st_size
-        if found != entry.get("size"):
-            how = (
-                "truncated"
-                if isinstance(entry.get("size"), int) and found < entry["size"]
-                else "size differs"
-            )
-            problems.append(f"{rel} has {found} bytes, expected {entry.get('size')} ({how})")
-            continue
-        to_hash.append((rel, file, entry.get(algorithm)))
-    for rel, file, expected in to_hash:
-        found = _file_hash(file, algorithm)
-        if found != expected:
-            problems.append(
-                f"{rel} has {algorithm} {found}, expected {expected} (contents altered)"
-            )
-    return manifest, problems
-
-
-def verify_checkpoint(path: str | Path) -> dict | None:
-    """Check the checkpoint directory ``path`` against its ``MANIFEST.json``: every file
-    listed is present with its size (all checked first) and its hash. Returns the manifest.
-
-    Raises :class:`CheckpointCorruptError` naming every missing, truncated or altered file
-    with the expected and found size or hash, or a missing/unreadable manifest where the
-    checkpoint's marker says it was saved with one. A checkpoint without a manifest that
-    predates manifests (a ``k15 train`` marker without the ``"manifest"`` key) is accepted
-    with a warning (returns None); so is, silently, a directory with neither (e.g. a Tune or
-    plain ``Algorithm.save_to_path`` checkpoint: nothing to verify against).
-    Call it before ``Algorithm.from_checkpoint`` / ``restore_from_path``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such checkpoint directory")
-    manifest, problems = _manifest_problems(path)
-    if problems:
-        raise CheckpointCorruptError(
-            f"checkpoint {path} is damaged, not loading it: " + "; ".join(problems),
-            path=path,
-            problems=problems,
-        )
-    if manifest is None and _read_marker(path) is not None:
-        log.warning(
-            "checkpoint %s has no %s (saved before checkpoint manifests): it cannot be "
-            "verified; loading it anyway",
-            path,
-            MANIFEST,
-        )
-    return manifest
-
-
-def _fingerprint(path: Path) -> tuple:
-    """Cheap identity of a checkpoint's files (path, size, mtime, inode): a manager trusts
-    what it verified or wrote itself while this is unchanged."""
-    items = []
-    for rel in _tree(path) + ([MANIFEST] if (path / MANIFEST).exists() else []):
-        try:
-            st = os.lstat(path / rel)
-        except OSError:
-            continue
-        items.append((rel, st.st_size, st.st_mtime_ns, st.st_ino))
-    return tuple(items)
 
 
 class CheckpointManager:
@@ -381,7 +132,7 @@ class CheckpointManager:
 
     def _check(self, path: Path) -> None:
         """verify_checkpoint, remembered per checkpoint while its files are unchanged."""
-        fingerprint = _fingerprint(path)
+        fingerprint = stat_fingerprint(path)
         if self._verified.get(path.name) == fingerprint:
             return
         if self._bad.get(path.name) == fingerprint:  # found damaged before: no re-hashing
@@ -459,7 +210,7 @@ class CheckpointManager:
             created = True
             write(str(tmp.resolve()))
             marker = {"iteration": int(iteration), "saved_at": time.time(), "manifest": MANIFEST}
-            _write_synced(tmp / MARKER, json.dumps(marker) + "\n")
+            write_synced(tmp / MARKER, json.dumps(marker) + "\n")
             write_manifest(tmp)  # last: it covers every other file, the marker included
             fsync_tree(tmp)
             self._publish(tmp, final)
@@ -469,7 +220,7 @@ class CheckpointManager:
             if isinstance(err, OSError) and not isinstance(err, CheckpointSaveError):
                 raise self._save_error(err, iteration, tmp, final, renamed) from err
             raise
-        self._verified[final.name] = _fingerprint(final)
+        self._verified[final.name] = stat_fingerprint(final)
         self._bad.pop(final.name, None)
         self.rotate()
         return final
@@ -510,16 +261,16 @@ class CheckpointManager:
             if old is not None:
                 os.rename(old, final)  # put the previous one back
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._verified.pop(final.name, None)
-        _point_symlink(self.root / LATEST, final.name)
+        point_symlink(self.root / LATEST, final.name)
         stable = self.run_dir / "checkpoint"
         if not stable.is_symlink():
             if stable.exists():  # a plain directory from an older version: leave it alone
                 return
-            _point_symlink(stable, f"checkpoints/{LATEST}")
+            point_symlink(stable, f"checkpoints/{LATEST}")
 
     def rotate(self) -> list[Path]:
         """Delete complete checkpoints beyond ``keep`` (oldest first, never ``latest``).
@@ -528,7 +279,7 @@ class CheckpointManager:
         latest = self._published()
         newest = self.iteration_of(latest) if latest is not None else None
         complete = self.complete()
-        bad = [(i, p) for i, p in complete if self._bad.get(p.name) == _fingerprint(p)]
+        bad = [(i, p) for i, p in complete if self._bad.get(p.name) == stat_fingerprint(p)]
         good = [p for i, p in complete if (i, p) not in bad]
         removed = []
         for path in good[: max(0, len(good) - self.keep)]:
@@ -546,7 +297,7 @@ class CheckpointManager:
     def _delete(self, path: Path) -> None:
         doomed = self.root / f".del-{path.name}-{os.getpid()}-{time.monotonic_ns()}"
         os.rename(path, doomed)
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         shutil.rmtree(doomed, ignore_errors=True)
         self._verified.pop(path.name, None)
         self._bad.pop(path.name, None)
@@ -567,29 +318,3 @@ class CheckpointManager:
                         MARKER,
                     )
                 shutil.rmtree(path, ignore_errors=True)  # no marker: never completed
-
-
-def truncate_metrics(path: str | Path, iteration: int) -> list[dict]:
-    """Keep only rows with ``iteration <= iteration`` (the checkpoint being resumed), written
-    atomically; the resumed run appends the rest, so every iteration appears once."""
-    path = Path(path)
-    kept = [r for r in read_metrics(path) if int(r.get("iteration", 0)) <= iteration]
-    _write_durably(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
-
-
-def write_run_info(run_dir: str | Path, info: dict) -> None:
-    """``run.json``: what ``--resume`` needs to continue the run (written atomically)."""
-    _write_durably(Path(run_dir) / "run.json", json.dumps(info, indent=2) + "\n")
-
-
-def read_run_info(run_dir: str | Path) -> dict:
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: {str(run_dir)!r} is not a `k15 train` run directory"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None

@@ -21,7 +21,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from rllib_k15.evaluation import LabelSummary
+from rllib_k15.evaluation.evaluate import LabelSummary
 
 __all__ = [
     "comparison_table",
@@ -107,9 +107,10 @@ def token_efficiency_table(summaries: Sequence[LabelSummary]) -> str:
 
 
 def read_metrics_rows(path: str | os.PathLike[str]) -> list[dict]:
-    """The rows of a ``k15 train`` ``metrics.jsonl`` (:func:`rllib_k15.run_metrics.read_metrics`:
-    a torn last line is skipped with a warning, a bad earlier line names the file and line)."""
-    from rllib_k15.run_metrics import read_metrics
+    """The rows of a ``k15 train`` ``metrics.jsonl``, read by
+    :func:`rllib_k15.runs.run_files.read_metrics` (a torn last line is skipped with a warning,
+    a bad earlier line names the file and line); a missing file is an error here."""
+    from rllib_k15.runs.run_files import read_metrics
 
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such metrics file")

@@ -15,7 +15,7 @@ module computes exactly those numbers:
   ``k15 eval`` invocations with different ``--label``s accumulate in one file and a CSV
   with the same columns is appended next to it. ``summarize_runs`` groups rows by label
   into mean and standard deviation over runs — the points and error bars of the plot
-  (``rllib_k15.plotting``).
+  (``rllib_k15.evaluation.plots``).
 
 Launch::
 

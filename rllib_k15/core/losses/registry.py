@@ -1,4 +1,4 @@
-"""Policy losses over sequence log-probabilities, one registry, no special cases.
+"""The loss registry: one table from :class:`LossType` to a loss and its row preparation.
 
 Each loss is a pure function ``fn(inputs: LossInputs, params: LossParams) -> (loss, metrics)``
 registered under a :class:`LossType` together with its *row preparation*
@@ -7,21 +7,11 @@ iteration batch (groups intact, before RLlib splits it into minibatches) giving 
 scalar learning signal (OPMD: r − b; GRPO: group-normalised advantage; ReST: fit weight;
 O1-Pruner: the length-harmonizing reward). The learner calls :func:`prepare_advantages`
 once per iteration and :func:`compute_policy_loss` per micro-batch and never branches on
-the loss name. OPMD lives here; the baselines (GRPO, ReST, O1-Pruner) in
-:mod:`rllib_k15.core.baseline_losses`, registered on import of this module.
+the loss name.
 
-OPMD (Kimi k1.5 eq. 3). For a problem x with k responses sampled from the iteration's
-reference policy π_θi, rewards r_j and baseline b ≈ τ log Z (mean reward by default):
-
-    g = (1/k) Σ_j [ ∇ log π_θ(y_j|x) · (r_j − b) − (τ/2) ∇ (log π_θ(y_j|x) − log π_θi(y_j|x))² ]
-
-which is −1/(2τ) times the gradient of the surrogate
-``mean_j (r_j − τ log Z − τ log π_θ/π_θi)²`` when τ log Z is replaced by b. We minimise
-
-    L(θ) = mean_j [ −(r_j − b) · log π_θ(y_j|x) + (τ/2) (log π_θ(y_j|x) − log π_θi(y_j|x))² ]
-
-whose gradient is exactly −g. There is no importance ratio: the data is off-policy by
-design (sampled from π_θi) and the squared log-ratio keeps π_θ close to π_θi instead.
+This module imports no loss: each algorithm's file (``opmd.py``, ``grpo.py``, ``rest.py``,
+``o1_pruner.py``) imports it and registers itself; :mod:`rllib_k15.core.losses` imports them
+all, so ``from rllib_k15.core.losses import compute_policy_loss`` sees every loss.
 """
 
 from __future__ import annotations
@@ -39,15 +29,18 @@ __all__ = [
     "LossInputs",
     "LossParams",
     "LossType",
-    "baseline_advantages",
+    "Metrics",
     "compute_policy_loss",
+    "masked_row_mean",
     "needs_initial_reference",
     "prepare_advantages",
-    "opmd_loss",
-    "opmd_surrogate",
     "register_loss",
+    "registered_losses",
+    "require_fields",
     "sequence_logprob",
 ]
+
+Metrics = dict[str, torch.Tensor]
 
 
 class LogprobReduction(str, Enum):
@@ -79,15 +72,16 @@ class LossType(str, Enum):
 class LossInputs:
     """Quantities of one (micro-)batch. Tensors are (B,) per sequence unless noted (B, T).
 
+    ``advantages`` is what the loss's registered ``prepare`` computed over the whole batch
+    (the learner's ``ADVANTAGES`` column); the losses never recompute it from rewards.
+
     The token-level fields are filled by the learner for every loss (the sequence losses
     ignore them); ``token_init_logp`` is None unless the loss needs the fixed initial model.
     """
 
     logp: torch.Tensor  # log π_θ(y|x), with gradient (reduced per `logprob_reduction`)
     ref_logp: torch.Tensor  # log π_θi(y|x) of the iteration's reference policy (no grad)
-    rewards: torch.Tensor  # r_j including any shaped length reward
-    baselines: torch.Tensor  # per-problem baseline b (≈ τ log Z), broadcast to rows
-    advantages: torch.Tensor | None = None  # the loss's own per-row signal (see prepare)
+    advantages: torch.Tensor  # the loss's per-row signal from its `prepare` (OPMD: r − b)
     token_logp: torch.Tensor | None = None  # (B, T) log π_θ per token, with gradient
     token_ref_logp: torch.Tensor | None = None  # (B, T) log π_θi per token (no grad)
     token_init_logp: torch.Tensor | None = None  # (B, T) log π_init per token (no grad)
@@ -130,15 +124,10 @@ class _LossSpec:
 _LOSSES: dict[LossType, _LossSpec] = {}
 
 
-def baseline_advantages(rows: GroupedRows, params: LossParams) -> tuple[np.ndarray, dict]:
-    """A_j = r_j − b_j: the per-problem-baseline advantage (OPMD's signal)."""
-    return np.asarray(rows.rewards, np.float64) - np.asarray(rows.baselines, np.float64), {}
-
-
 def register_loss(
     name: LossType | str,
     *,
-    prepare: PrepareFn = baseline_advantages,
+    prepare: PrepareFn,
     kl_to_initial: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Decorator adding a loss (and its row preparation) to the registry, once per name."""
@@ -151,6 +140,11 @@ def register_loss(
         return fn
 
     return wrap
+
+
+def registered_losses() -> list[str]:
+    """The names of the registered losses, in registration order."""
+    return [key.value for key in _LOSSES]
 
 
 def _spec(name: LossType | str) -> _LossSpec:
@@ -181,39 +175,15 @@ def needs_initial_reference(name: LossType | str, params: LossParams) -> bool:
     return _spec(name).kl_to_initial and params.kl_beta > 0
 
 
-@register_loss(LossType.OPMD)
-def opmd_loss(
-    inputs: LossInputs, params: LossParams
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """L = mean_j [ −(r_j − b)·log π_θ(y_j) + (τ/2)(log π_θ(y_j) − log π_θi(y_j))² ] (eq. 3)."""
-    advantages = (inputs.rewards - inputs.baselines).detach()
-    log_ratio = inputs.logp - inputs.ref_logp.detach()
-    pg_loss = -(advantages * inputs.logp).mean()
-    reg_loss = 0.5 * params.tau * log_ratio.pow(2).mean()
-    loss = pg_loss + reg_loss
-    metrics = {
-        "pg_loss": pg_loss.detach(),
-        "reg_loss": reg_loss.detach(),
-        # KL(π_θi ‖ π_θ) estimated on samples from π_θi: E[log π_θi − log π_θ].
-        "kl_ref": (-log_ratio).mean().detach(),
-        "log_ratio_abs_max": log_ratio.abs().max().detach(),
-    }
-    return loss, metrics
+def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(1/B) Σ_j (Σ_t m_{j,t} v_{j,t}) / max(1, Σ_t m_{j,t}) for (B, T) values and mask."""
+    mask = mask.to(values.dtype)
+    per_row = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
+    return per_row.mean()
 
 
-def opmd_surrogate(
-    logp: torch.Tensor,
-    ref_logp: torch.Tensor,
-    rewards: torch.Tensor,
-    tau_log_z: torch.Tensor,
-    tau: float,
-) -> torch.Tensor:
-    """The report's surrogate mean_j (r_j − τ log Z − τ log π_θ(y_j)/π_θi(y_j))² (reference form).
-
-    Its gradient is −2τ times the eq.-3 gradient; kept for tests and documentation.
-    """
-    return (rewards - tau_log_z - tau * (logp - ref_logp)).pow(2).mean()
-
-
-# The baselines register themselves on import; imported last, after the registry exists.
-from rllib_k15.core import baseline_losses as _baseline_losses  # noqa: E402, F401
+def require_fields(inputs: LossInputs, loss: str, *names: str) -> None:
+    """Raise a clear error naming the optional ``LossInputs`` fields a loss needs but lacks."""
+    missing = [n for n in names if getattr(inputs, n) is None]
+    if missing:
+        raise ValueError(f"loss {loss!r} needs LossInputs fields {missing}")

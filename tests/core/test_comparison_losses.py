@@ -8,16 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_k15.core.baseline_losses import grpo_loss, masked_row_mean, o1_pruner_loss, rest_loss
 from rllib_k15.core.losses import (
     GroupedRows,
     LossInputs,
     LossParams,
     LossType,
     compute_policy_loss,
+    grpo_loss,
+    grpo_prepare,
+    masked_row_mean,
     needs_initial_reference,
+    o1_pruner_loss,
     prepare_advantages,
     register_loss,
+    registered_losses,
+    rest_loss,
 )
 from rllib_k15.core.rewards import (
     grpo_advantages,
@@ -46,11 +51,12 @@ def _rows(rewards, group_ids, correct=None, lengths=None, **kw):
 
 
 # ----------------------------------------------------------------------------- registry
-def test_all_baselines_are_registered_once():
+def test_every_loss_is_registered_once():
     for name in ("grpo", "rest", "o1_pruner"):
         with pytest.raises(ValueError, match="already registered"):
-            register_loss(name)(grpo_loss)
+            register_loss(name, prepare=grpo_prepare)(grpo_loss)
     assert {t.value for t in LossType} == {"opmd", "grpo", "rest", "o1_pruner"}
+    assert sorted(registered_losses()) == sorted(t.value for t in LossType)
 
 
 def test_only_grpo_with_positive_beta_needs_the_initial_model():
@@ -92,8 +98,7 @@ def _grpo_case():
     init = logp.detach() + t([[0.0, LN(2.0), 0.0], [0.0, -LN(2.0), 5.0]])
     mask = t([[0, 1, 1], [0, 1, 0]])
     inputs = LossInputs(
-        logp=t([0.0, 0.0]), ref_logp=t([0.0, 0.0]), rewards=t([0.0, 0.0]),
-        baselines=t([0.0, 0.0]), advantages=t([1.0, -2.0]), token_logp=logp,
+        logp=t([0.0, 0.0]), ref_logp=t([0.0, 0.0]), advantages=t([1.0, -2.0]), token_logp=logp,
         token_ref_logp=old, token_init_logp=init, token_mask=mask,
     )  # fmt: skip
     return inputs, logp
@@ -131,8 +136,7 @@ def test_grpo_at_the_sampling_policy_is_the_policy_gradient():
     response is pushed up and a bad one down (the negative gradient ReST lacks)."""
     logp = t([[-1.0, -2.0], [-0.5, -0.7]], grad=True)
     inputs = LossInputs(
-        logp=t([0.0, 0.0]), ref_logp=t([0.0, 0.0]), rewards=t([0.0, 0.0]),
-        baselines=t([0.0, 0.0]), advantages=t([0.7, -0.7]), token_logp=logp,
+        logp=t([0.0, 0.0]), ref_logp=t([0.0, 0.0]), advantages=t([0.7, -0.7]), token_logp=logp,
         token_ref_logp=logp.detach().clone(), token_mask=t([[1, 1], [1, 1]]),
     )  # fmt: skip
     (grad,) = torch.autograd.grad(grpo_loss(inputs, LossParams())[0], logp)
@@ -233,9 +237,8 @@ def test_grpo_matches_trl_compute_loss(trl_grpo, beta):
     }
     trl_loss = GRPOTrainer._compute_loss(_trl_self(logp_trl, beta, eps), None, trl_inputs)
     inputs = LossInputs(
-        logp=torch.zeros(B), ref_logp=torch.zeros(B), rewards=rewards, baselines=torch.zeros(B),
-        advantages=adv, token_logp=logp_ours, token_ref_logp=old,
-        token_init_logp=ref if beta > 0 else None, token_mask=mask,
+        logp=torch.zeros(B), ref_logp=torch.zeros(B), advantages=adv, token_logp=logp_ours,
+        token_ref_logp=old, token_init_logp=ref if beta > 0 else None, token_mask=mask,
     )  # fmt: skip
     loss, m = grpo_loss(inputs, LossParams(clip_eps=eps, kl_beta=beta))
     assert m["clip_frac"] > 0.1  # the case exercises the clip, not only the linear branch
@@ -264,8 +267,7 @@ def test_rest_weights_pick_the_best_correct_response_per_problem():
 def test_rest_loss_is_mean_nll_of_fitted_rows_and_never_pushes_down():
     logp = t([-1.0, -2.0, -3.0, -4.0], grad=True)
     w = t([0.0, 2.0, 0.0, 2.0])  # rows 1 and 3 selected out of 4
-    inputs = LossInputs(logp=logp, ref_logp=t([0.0] * 4), rewards=t([0.0] * 4),
-                        baselines=t([0.0] * 4), advantages=w)  # fmt: skip
+    inputs = LossInputs(logp=logp, ref_logp=t([0.0] * 4), advantages=w)  # fmt: skip
     loss, m = rest_loss(inputs, LossParams())
     assert loss.item() == pytest.approx((2 * 2 + 2 * 4) / 4)  # = mean NLL of rows 1, 3
     assert m["nll_fitted"].item() == pytest.approx(3.0)
@@ -300,8 +302,7 @@ def test_o1_pruner_prepare_uses_reference_stats():
 
 def test_o1_pruner_loss_hand_computed_with_clipping():
     logp = t([LN(1.5), LN(0.5), LN(0.5)], grad=True)  # ρ = [1.5, 0.5, 0.5] against ref 0
-    inputs = LossInputs(logp=logp, ref_logp=t([0.0] * 3), rewards=t([0.0] * 3),
-                        baselines=t([0.0] * 3), advantages=t([2.0, 1.0, -1.5]))  # fmt: skip
+    inputs = LossInputs(logp=logp, ref_logp=t([0.0] * 3), advantages=t([2.0, 1.0, -1.5]))
     loss, m = o1_pruner_loss(inputs, LossParams(clip_eps=0.2))
     # −mean(min(3.0, 2.4), min(0.5, 0.8), min(−0.75, −1.2)) = −(2.4 + 0.5 − 1.2)/3
     assert loss.item() == pytest.approx(-1.7 / 3)
@@ -312,7 +313,6 @@ def test_o1_pruner_loss_hand_computed_with_clipping():
 
 def test_o1_pruner_at_the_sampling_policy_pushes_short_up_and_long_down():
     logp = t([-3.0, -5.0], grad=True)
-    inputs = LossInputs(logp=logp, ref_logp=logp.detach().clone(), rewards=t([0.0, 0.0]),
-                        baselines=t([0.0, 0.0]), advantages=t([1.0, -0.5]))  # fmt: skip
+    inputs = LossInputs(logp=logp, ref_logp=logp.detach().clone(), advantages=t([1.0, -0.5]))
     (grad,) = torch.autograd.grad(compute_policy_loss("o1_pruner", inputs, LossParams())[0], logp)
     torch.testing.assert_close(grad, t([-0.5, 0.25]))

@@ -1,8 +1,8 @@
 """The ``k15`` command line: a thin argparse front over the modules in ``rllib_k15.commands``.
 
 Subcommands are discovered, not listed: every module in the ``rllib_k15/commands/``
-package (names not starting with ``_``) that defines ``add_parser(subparsers) -> None``
-contributes its subcommand(s); each parser sets ``func`` (``args -> int | None``) with
+package (names not starting with ``_``; this front end and ``rllib.py`` aside) that
+defines ``add_parser(subparsers) -> None`` contributes its subcommand(s); each parser sets ``func`` (``args -> int | None``) with
 ``set_defaults``. Adding a command means dropping a file there — this one never changes.
 Command modules must stay import-light (import heavy libraries inside ``func``), because
 all of them are imported on every ``k15`` invocation.
@@ -11,7 +11,7 @@ Launch::
 
     k15 --help
     k15 model prepare smollm2-135m-instruct
-    python -m rllib_k15.cli eval --help
+    python -m rllib_k15 eval --help
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from types import ModuleType
 __all__ = ["build_parser", "discover_commands", "main"]
 
 COMMANDS_PACKAGE = "rllib_k15.commands"
+FRONT_ENDS = {"k15", "rllib"}  # the two console scripts live beside their subcommands
 
 
 def discover_commands(package: str = COMMANDS_PACKAGE) -> list[ModuleType]:
@@ -35,7 +36,7 @@ def discover_commands(package: str = COMMANDS_PACKAGE) -> list[ModuleType]:
     pkg = importlib.import_module(package)
     modules = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
+        if info.name.startswith("_") or info.name in FRONT_ENDS:
             continue
         module = importlib.import_module(f"{package}.{info.name}")
         if callable(getattr(module, "add_parser", None)):

@@ -23,16 +23,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from rllib_k15 import env_factory
+from rllib_k15.algorithm.o1_reference import ReferenceStats
 from rllib_k15.long2short.selection import ProblemSamples, Sample
 
-__all__ = ["make_env", "problem_indices", "sample_groups"]
-
-
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> Any:
-    """The unwrapped reasoning env registered as ``env_id`` (see rllib_k15.env_factory)."""
-    from rllib_k15.env_factory import make_reasoning_env
-
-    return make_reasoning_env(env_id, env_kwargs).unwrapped
+__all__ = ["collect_reference_stats", "problem_indices", "sample_groups"]
 
 
 def problem_indices(num_available: int, num_problems: int | None, start: int = 0) -> range:
@@ -88,3 +83,41 @@ def sample_groups(
             yield ProblemSamples(str(problem.id), problem.prompt, samples)
         bar.update(len(problems))
     bar.close()
+
+
+def collect_reference_stats(
+    engine: Any,
+    env_id: str,
+    env_config: dict[str, Any] | None = None,
+    *,
+    samples: int = 8,
+    indices: Sequence[int] | None = None,
+    temperature: float = 1.0,
+    max_tokens: int = 256,
+    model: str = "",
+    progress: bool = False,
+) -> ReferenceStats:
+    """Sample ``samples`` (K) responses per problem with ``engine`` and grade them.
+
+    ``engine`` must hold the reference (start) weights. ``indices`` defaults to every
+    problem of the env. Lengths are ``len(Completion.token_ids)``, as in training rows.
+    """
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"`o1_pruner_reference_samples` ({samples!r}) must be an integer >= 1")
+    env = env_factory.make_unwrapped_env(env_id, env_config)
+    indices = list(range(len(env))) if indices is None else [int(i) for i in indices]
+    stats = ReferenceStats(env_id, dict(env_config or {}), samples, model)
+    groups = sample_groups(
+        engine,
+        env,
+        indices,
+        samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        progress=progress,
+    )
+    for index, group in zip(indices, groups, strict=True):
+        stats.add(
+            index, [s.token_length for s in group.samples], [s.correct for s in group.samples]
+        )
+    return stats

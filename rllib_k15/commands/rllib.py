@@ -12,7 +12,7 @@ Flags follow RLlib's former CLI::
 ``train`` runs through Ray Tune (checkpoints, stop criteria, storage path), so results land
 where Tune users expect them. ``--config`` takes a JSON string, a JSON file or a YAML file,
 either flat (RLlib's ``update_from_dict`` keys) or in builder sections (see
-:mod:`rllib_k15.experiment`). Unknown algorithms are looked up in RLlib's registry.
+:mod:`rllib_k15.runs.experiment`). Unknown algorithms are looked up in RLlib's registry.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rllib_k15.experiment import apply_sections, load_experiment_file, resolve_algorithm
+from rllib_k15.runs.experiment import apply_sections, load_experiment_file, resolve_algorithm
 
 
 def _parse_json_arg(flag: str, text: str) -> dict[str, Any]:
@@ -122,11 +122,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     algo_cls, config, stop = build_config_from_args(args)
     config.validate()  # fail before Ray starts, with the offending field named
     if getattr(config, "env", None) and hasattr(config, "eval_env_config"):
-        from rllib_k15.training_run import preflight
+        from rllib_k15.runs.trainer import preflight
 
         preflight(config)  # env id, env_config, dataset files
     if hasattr(config, "problems_per_iteration"):  # K15MirrorDescent: what it will cost
-        from rllib_k15.training_run import budget_line
+        from rllib_k15.runs.trainer import budget_line
 
         print(budget_line(config, stop.get("training_iteration"), stop), flush=True)
     from ray import tune

@@ -5,7 +5,7 @@ Algorithm through Ray Tune instead. Each iteration appends one JSON line to
 ``<out>/metrics.jsonl`` (with the problem indices the iteration trained on, in draw order;
 row 0 is the held-out evaluation before training when ``eval_interval`` is set);
 checkpoints are saved atomically every ``checkpoint_every`` iterations and rotated
-(:mod:`rllib_k15.checkpointing`); at the end ``<out>/learning_curve.png`` is drawn and
+(:mod:`rllib_k15.runs.checkpoints`); at the end ``<out>/learning_curve.png`` is drawn and
 ``<out>/checkpoint`` points at the final checkpoint. ``resume=True`` continues a killed run
 from its latest checkpoint (docs/operating_long_runs.md).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -221,7 +220,7 @@ def run_training(
     """Build the algorithm, train until iteration ``iterations``, log, plot, checkpoint.
 
     A checkpoint is saved every ``checkpoint_every`` iterations and after the last one,
-    keeping the newest ``keep_checkpoints`` (:class:`rllib_k15.checkpointing.CheckpointManager`).
+    keeping the newest ``keep_checkpoints`` (:class:`rllib_k15.runs.checkpoints.CheckpointManager`).
     ``resume=True`` continues ``out_dir`` from its latest checkpoint: the iteration count,
     weights, problem buffer (statistics, sampler state) and metrics log continue as if the
     run had never stopped.
@@ -229,14 +228,21 @@ def run_training(
     from rich.console import Console
     from rich.live import Live
 
-    from rllib_k15.checkpointing import CheckpointManager, read_metrics, truncate_metrics
+    from rllib_k15.runs.checkpoints import CheckpointManager
+    from rllib_k15.runs.run_files import (
+        LEARNING_CURVE_FILE,
+        METRICS_FILE,
+        append_metrics_row,
+        read_metrics,
+        truncate_metrics,
+    )
 
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"`checkpoint_every` ({checkpoint_every!r}) must be an integer >= 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = CheckpointManager(out, keep=keep_checkpoints)
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / METRICS_FILE
     latest = checkpoints.latest()
     if not resume and (latest is not None or read_metrics(metrics_path)):
         raise ValueError(
@@ -270,7 +276,7 @@ def run_training(
                     "seconds": time.perf_counter() - start,
                 }
             )
-            _append_row(metrics_path, rows[-1])
+            append_metrics_row(metrics_path, rows[-1])
         with Live(_table(rows), console=console, refresh_per_second=2) as live:
             while algo.iteration < iterations:
                 result = algo.train()
@@ -279,7 +285,7 @@ def run_training(
                 if problems is not None:
                     row["problems"] = [int(i) for i in problems]
                 rows.append(row)
-                _append_row(metrics_path, row)
+                append_metrics_row(metrics_path, row)
                 live.update(_table(rows))
                 if algo.iteration % checkpoint_every == 0 or algo.iteration >= iterations:
                     checkpoints.save(algo.save_to_path, algo.iteration)
@@ -289,19 +295,9 @@ def run_training(
             console.line()  # a non-terminal Live leaves its last frame without a newline
     finally:
         algo.stop()
-    plot_learning_curve(
-        rows, out / "learning_curve.png", title=f"{config.hf_model} on {config.env}"
-    )
-    console.print(f"learning curve: {out / 'learning_curve.png'}; checkpoint: {out / 'checkpoint'}")
+    plot_learning_curve(rows, out / LEARNING_CURVE_FILE, title=f"{config.hf_model} on {config.env}")
+    console.print(f"learning curve: {out / LEARNING_CURVE_FILE}; checkpoint: {out / 'checkpoint'}")
     return rows
-
-
-def _append_row(path: Path, row: dict) -> None:
-    """One metrics row, flushed and fsynced before the iteration counts as logged."""
-    with open(path, "a") as log:
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        os.fsync(log.fileno())
 
 
 def _table(rows: list[dict]):

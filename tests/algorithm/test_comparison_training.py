@@ -14,8 +14,9 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.columns import INIT_LOGP, REF_LOGP, RESPONSE_MASK
-from rllib_k15.experiment import apply_sections
-from rllib_k15.long2short.o1_reference import ReferenceStats, collect_reference_stats
+from rllib_k15.algorithm.o1_reference import ReferenceStats
+from rllib_k15.long2short.collect import collect_reference_stats
+from rllib_k15.runs.experiment import apply_sections
 
 
 @pytest.fixture
@@ -214,7 +215,7 @@ def test_tuned_examples_map_onto_the_builder(tiny_model_dir, name, loss):
     ablations compare arms at equal budgets)."""
     from pathlib import Path
 
-    from rllib_k15.experiment import load_experiment_file
+    from rllib_k15.runs.experiment import load_experiment_file
 
     examples = Path(__file__).parents[2] / "tuned_examples"
     spec = load_experiment_file(examples / f"{name}.yaml")

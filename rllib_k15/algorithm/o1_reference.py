@@ -1,5 +1,8 @@
 """O1-Pruner reference statistics: L̂_ref(x) and Â_ref(x) from K samples of π_ref per problem.
 
+The file format and lookup the learner reads; collecting it is
+:func:`rllib_k15.long2short.collect.collect_reference_stats`.
+
 O1-Pruner's reward R = L̂_ref(x)/L(y) − 1 + λ(A(x,y) − Â_ref(x)) compares each response
 with the *reference* (initial) model on the same problem. Design choice: the statistics
 are computed ONCE, before training, into a JSON file, and the learner reads them
@@ -15,7 +18,7 @@ Build it with the rollout engine of the start model (same prompt format, tempera
 max tokens as training)::
 
     from rllib_k15.engine import make_engine
-    from rllib_k15.long2short.o1_reference import collect_reference_stats
+    from rllib_k15.long2short.collect import collect_reference_stats
     engine = make_engine("vllm", model_dir, seed=0)
     stats = collect_reference_stats(engine, "k15/Arithmetic-v0", {"difficulty": 1},
                                     samples=8, max_tokens=256)
@@ -38,7 +41,7 @@ import numpy as np
 
 from rllib_k15.core.rewards import reference_statistics
 
-__all__ = ["ReferenceStats", "collect_reference_stats"]
+__all__ = ["ReferenceStats"]
 
 FORMAT = "k15-o1-reference-stats/1"
 
@@ -116,43 +119,3 @@ class ReferenceStats:
             stats.mean_length[int(key)] = float(row["mean_length"])
             stats.accuracy[int(key)] = float(row["accuracy"])
         return stats
-
-
-def collect_reference_stats(
-    engine: Any,
-    env_id: str,
-    env_config: dict[str, Any] | None = None,
-    *,
-    samples: int = 8,
-    indices: Sequence[int] | None = None,
-    temperature: float = 1.0,
-    max_tokens: int = 256,
-    model: str = "",
-    progress: bool = False,
-) -> ReferenceStats:
-    """Sample ``samples`` (K) responses per problem with ``engine`` and grade them.
-
-    ``engine`` must hold the reference (start) weights. ``indices`` defaults to every
-    problem of the env. Lengths are ``len(Completion.token_ids)``, as in training rows.
-    """
-    from rllib_k15.long2short.sampling import make_env, sample_groups
-
-    if not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"`o1_pruner_reference_samples` ({samples!r}) must be an integer >= 1")
-    env = make_env(env_id, env_config)
-    indices = list(range(len(env))) if indices is None else [int(i) for i in indices]
-    stats = ReferenceStats(env_id, dict(env_config or {}), samples, model)
-    groups = sample_groups(
-        engine,
-        env,
-        indices,
-        samples,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        progress=progress,
-    )
-    for index, group in zip(indices, groups, strict=True):
-        stats.add(
-            index, [s.token_length for s in group.samples], [s.correct for s in group.samples]
-        )
-    return stats

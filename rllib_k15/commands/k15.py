@@ -3,7 +3,8 @@
 Subcommands are discovered, not listed: every module in the ``rllib_k15/commands/``
 package (names not starting with ``_``; this front end and ``rllib.py`` aside) that
 defines ``add_parser(subparsers) -> None`` contributes its subcommand(s); each parser
-sets ``func`` (``args -> int | None``) with ``set_defaults``. Adding a command means dropping a file there — this one never changes.
+sets ``func`` (``args -> int | None``) with ``set_defaults``. Adding a command means dropping
+a file there — this one never changes.
 Command modules must stay import-light (import heavy libraries inside ``func``), because
 all of them are imported on every ``k15`` invocation.
 

@@ -85,6 +85,23 @@ class K15MirrorDescent(Algorithm):
                 cfg.samples_per_problem,
             )
 
+    # ------------------------------------------------------------------ accessors
+    @property
+    def local_learner(self):
+        """The learner in this process (``num_learners=0``: the default on one machine).
+
+        With remote learners (``num_learners >= 1``) there is none here: use
+        ``learner_group.foreach_learner(fn)``. Tests, benchmarks and notebooks read the
+        policy's weights through it (``algo.local_learner.hf_state_dict()``).
+        """
+        learner = getattr(self.learner_group, "_learner", None)
+        if learner is None:
+            raise RuntimeError(
+                "this algorithm's learners are remote actors (num_learners >= 1): use "
+                "algo.learner_group.foreach_learner(...)"
+            )
+        return learner
+
     # ------------------------------------------------------------------ the iteration
     def training_step(self) -> None:
         cfg: K15Config = self.config

@@ -29,19 +29,20 @@ import json
 import math
 from pathlib import Path
 
+from rllib_k15.metric_names import EVAL_RESULTS, PASS_AT_1, RESPONSE_TOKENS_MEAN
+
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = "k15_eval"  # the algorithm's namespace of held-out results
 
 
 def last_evaluation(history: list[dict]) -> dict[str, float | None]:
     """Pass@1 and tokens of the last iteration that evaluated, from a trial's results."""
     for result in reversed(history):
-        held_out = result.get(EVAL) or {}
-        if _number(held_out.get("pass_at_1")) is not None:
+        held_out = result.get(EVAL_RESULTS) or {}
+        if _number(held_out.get(PASS_AT_1)) is not None:
             return {
                 "iteration": result.get("training_iteration"),
-                "pass_at_1": held_out["pass_at_1"],
-                "tokens": _number(held_out.get("response_tokens_mean")),
+                "pass_at_1": held_out[PASS_AT_1],
+                "tokens": _number(held_out.get(RESPONSE_TOKENS_MEAN)),
             }
     return {"iteration": None, "pass_at_1": None, "tokens": None}
 

@@ -43,21 +43,27 @@ from rllib_k15.algorithm.config import K15Config
 from rllib_k15.algorithm.sharding import reseed_engine, sample_shards, shard_seed
 from rllib_k15.core.rewards import length_penalty_weight
 from rllib_k15.env_factory import make_reasoning_env
+from rllib_k15.metric_names import (
+    ENV_RUNNER_SHARDS_REDONE,
+    EVAL_RESULTS,
+    GENERATION_SECONDS,
+    K15_RESULTS,
+    LEARNER_UPDATE_SECONDS,
+    SAMPLING_SECONDS,
+    SCORING_SECONDS,
+    TRAIN_TOKENS_PER_S,
+    WEIGHT_SYNC_SECONDS,
+)
 from rllib_k15.rollout.driver import run_partial_iteration
 from rllib_k15.rollout.groups import GroupStore
 from rllib_k15.rollout.records import Rollout
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 from rllib_k15.sampling.strategies import SamplingConfig
 
-K15_RESULTS = "k15"  # namespace of the iteration's reward/length statistics
-EVAL_RESULTS = "k15_eval"  # held-out Pass@1 and tokens
 PROBLEM_BUFFER_STATE = "problem_buffer"
 PARTIAL_ROLLOUTS_STATE = "partial_rollouts"  # the GroupStore of unfinished responses
-# this iteration's sampling wall time and its generation / scoring parts (K15_RESULTS);
-# generation and scoring are summed over EnvRunners (parallel remote runners: > wall time)
-SAMPLING_SECONDS, GENERATION_SECONDS = "sampling_seconds", "generation_seconds"
-SCORING_SECONDS = "scoring_seconds"
-ENV_RUNNER_SHARDS_REDONE = "env_runner_shards_redone"  # lifetime; restarts: fault_tolerance/*
+# SAMPLING_SECONDS is this iteration's sampling wall time; GENERATION_SECONDS and
+# SCORING_SECONDS are summed over EnvRunners (parallel remote runners: > wall time)
 
 
 class K15MirrorDescent(Algorithm):
@@ -168,10 +174,10 @@ class K15MirrorDescent(Algorithm):
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         n_train_tokens = float(columns["loss_mask"].sum())
         self.metrics.log_value(
-            (K15_RESULTS, "train_tokens_per_s"), n_train_tokens / train_seconds, window=1
+            (K15_RESULTS, TRAIN_TOKENS_PER_S), n_train_tokens / train_seconds, window=1
         )
         # this iteration's seconds (RLlib's TIMERS are EMAs with coefficient 0.01)
-        self.metrics.log_value((K15_RESULTS, "learner_update_seconds"), train_seconds, window=1)
+        self.metrics.log_value((K15_RESULTS, LEARNER_UPDATE_SECONDS), train_seconds, window=1)
 
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             start = time.perf_counter()
@@ -179,7 +185,7 @@ class K15MirrorDescent(Algorithm):
                 from_worker_or_learner_group=self.learner_group, inference_only=True
             )
         sync_seconds = time.perf_counter() - start
-        self.metrics.log_value((K15_RESULTS, "weight_sync_seconds"), sync_seconds, window=1)
+        self.metrics.log_value((K15_RESULTS, WEIGHT_SYNC_SECONDS), sync_seconds, window=1)
 
         self._maybe_evaluate(iteration)
 

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rllib_k15 import metric_names as names
 from rllib_k15.algorithm.columns import (
     ATTENTION_MASK,
     BASELINES,
@@ -93,20 +94,20 @@ def build_train_batch(
     }
     group_has_signal = [np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)]
     stats = {
-        "reward_task_mean": float(task.mean()),
-        "reward_total_mean": float(rewards.mean()),
-        "length_reward_mean": float(len_reward.mean()),
-        "length_weight": float(length_weight),
-        "accuracy": float(correct.mean()),
-        "response_tokens_mean": float(lengths.mean()),
-        "response_tokens_p50": float(np.percentile(lengths, 50)),
-        "response_tokens_p90": float(np.percentile(lengths, 90)),
-        "response_tokens_max": float(lengths.max()),
-        "groups_with_signal_frac": float(np.mean(group_has_signal)),
-        "num_responses": float(n),
-        "num_problems": float(len(group_has_signal)),
+        names.REWARD_TASK_MEAN: float(task.mean()),
+        names.REWARD_TOTAL_MEAN: float(rewards.mean()),
+        names.LENGTH_REWARD_MEAN: float(len_reward.mean()),
+        names.LENGTH_WEIGHT: float(length_weight),
+        names.ACCURACY: float(correct.mean()),
+        names.RESPONSE_TOKENS_MEAN: float(lengths.mean()),
+        names.RESPONSE_TOKENS_P50: float(np.percentile(lengths, 50)),
+        names.RESPONSE_TOKENS_P90: float(np.percentile(lengths, 90)),
+        names.RESPONSE_TOKENS_MAX: float(lengths.max()),
+        names.GROUPS_WITH_SIGNAL_FRAC: float(np.mean(group_has_signal)),
+        names.NUM_RESPONSES: float(n),
+        names.NUM_PROBLEMS: float(len(group_has_signal)),
         # the verifier itself failed (k15_envs Reason.GRADING_ERROR): reward 0 that is NOT a
         # wrong answer; anything above 0 needs a look (the env logs the error once)
-        "grading_errors": float(sum(r.reason.startswith("grading_error") for r in rollouts)),
+        names.GRADING_ERRORS: float(sum(r.reason.startswith("grading_error") for r in rollouts)),
     }
     return columns, stats

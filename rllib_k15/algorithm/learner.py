@@ -50,13 +50,13 @@ from rllib_k15.core.losses import (
     prepare_advantages,
     sequence_logprob,
 )
-
-# Metric names (namespaced under the module id by RLlib's metrics logger).
-LOGP_MISMATCH_MEAN = "logp_mismatch_mean_abs"  # mean |log π_learner − log π_engine| per token
-LOGP_MISMATCH_MAX = "logp_mismatch_max_abs"
-GRAD_NORM = "grad_norm"
-TRAIN_TOKENS = "train_tokens"
-OPTIMIZER_RESETS = "optimizer_resets"
+from rllib_k15.metric_names import (
+    GRAD_NORM,
+    LOGP_MISMATCH_MAX,
+    LOGP_MISMATCH_MEAN,
+    OPTIMIZER_RESETS,
+    TRAIN_TOKENS,
+)
 
 
 def _micro_batches(attention_mask, micro_batch_size: int) -> list[tuple[Any, int]]:

@@ -18,24 +18,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rllib_k15 import metric_names
 from rllib_k15.rollout.groups import GroupStore, segment_stats
 from rllib_k15.rollout.partial import PartialRollout
 from rllib_k15.rollout.records import Rollout
 
 __all__ = ["PartialIteration", "draw_new_problems", "run_partial_iteration"]
 
-# metric names (under the algorithm's "k15" results namespace)
-NEW_PROBLEMS = "partial_new_problems"  # new problems sampled this iteration
-STORE_FULL = "partial_store_full"  # 1 when the bound kept new problems out
-WAITING_GROUPS = "partial_waiting_groups"  # groups in the store after the iteration
-UNFINISHED_RESPONSES = "partial_unfinished_responses"  # responses to continue next iteration
-WAITING_FINISHED = "partial_waiting_finished"  # finished responses waiting for their group
-TOKENS_CARRIED = "partial_tokens_carried"  # tokens of unfinished responses carried forward
-CONTINUED_FRAC = "partial_continued_frac"  # trained responses that took > 1 segment
-SEGMENTS_MEAN = "partial_segments_mean"  # segments per trained response
-TOKENS_REUSED = "partial_tokens_reused"  # trained tokens generated in earlier iterations
-OLD_TOKENS_FRAC = "partial_old_tokens_frac"  # their share of the trained responses' tokens
-TRAINED_GROUPS = "partial_trained_groups"  # groups complete (trained) this iteration
+# metric names (K15_RESULTS namespace), short aliases of rllib_k15.metric_names.PARTIAL_*
+CONTINUED_FRAC = metric_names.PARTIAL_CONTINUED_FRAC
+NEW_PROBLEMS = metric_names.PARTIAL_NEW_PROBLEMS
+OLD_TOKENS_FRAC = metric_names.PARTIAL_OLD_TOKENS_FRAC
+SEGMENTS_MEAN = metric_names.PARTIAL_SEGMENTS_MEAN
+STORE_FULL = metric_names.PARTIAL_STORE_FULL
+TOKENS_CARRIED = metric_names.PARTIAL_TOKENS_CARRIED
+TOKENS_REUSED = metric_names.PARTIAL_TOKENS_REUSED
+TRAINED_GROUPS = metric_names.PARTIAL_TRAINED_GROUPS
+UNFINISHED_RESPONSES = metric_names.PARTIAL_UNFINISHED_RESPONSES
+WAITING_FINISHED = metric_names.PARTIAL_WAITING_FINISHED
+WAITING_GROUPS = metric_names.PARTIAL_WAITING_GROUPS
 
 
 @dataclass

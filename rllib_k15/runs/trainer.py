@@ -18,20 +18,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rllib_k15 import metric_names as n
+
 # (label, nested key) of the numbers shown per iteration and plotted
 SHOWN_METRICS = {
-    "accuracy": ("k15", "accuracy"),
-    "reward": ("k15", "reward_total_mean"),
-    "tokens": ("k15", "response_tokens_mean"),
-    "len_w": ("k15", "length_weight"),
-    "eval_pass@1": ("k15_eval", "pass_at_1"),
-    "eval_tokens": ("k15_eval", "response_tokens_mean"),
-    "loss": ("learners", "default_policy", "total_loss"),
-    "kl": ("learners", "default_policy", "kl_ref"),
-    "logp_gap": ("learners", "logp_mismatch_mean_abs"),
-    "gen_tok/s": ("env_runners", "generation_tokens_per_s"),
-    "train_tok/s": ("k15", "train_tokens_per_s"),
-    "runner_restarts": ("fault_tolerance", "num_remote_worker_restarts"),
+    "accuracy": (n.K15_RESULTS, n.ACCURACY),
+    "reward": (n.K15_RESULTS, n.REWARD_TOTAL_MEAN),
+    "tokens": (n.K15_RESULTS, n.RESPONSE_TOKENS_MEAN),
+    "len_w": (n.K15_RESULTS, n.LENGTH_WEIGHT),
+    "eval_pass@1": (n.EVAL_RESULTS, n.PASS_AT_1),
+    "eval_tokens": (n.EVAL_RESULTS, n.RESPONSE_TOKENS_MEAN),
+    "loss": (n.LEARNER_RESULTS, n.DEFAULT_MODULE, n.TOTAL_LOSS),
+    "kl": (n.LEARNER_RESULTS, n.DEFAULT_MODULE, n.KL_REF),
+    "logp_gap": (n.LEARNER_RESULTS, n.LOGP_MISMATCH_MEAN),
+    "gen_tok/s": (n.ENV_RUNNER_RESULTS, n.GENERATION_TOKENS_PER_S),
+    "train_tok/s": (n.K15_RESULTS, n.TRAIN_TOKENS_PER_S),
+    "runner_restarts": (n.FAULT_TOLERANCE_RESULTS, "num_remote_worker_restarts"),  # RLlib's
 }
 
 

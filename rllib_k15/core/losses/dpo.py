@@ -16,6 +16,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rllib_k15.metric_names import (
+    DPO_LOGPS_CHOSEN,
+    DPO_LOGPS_REJECTED,
+    DPO_LOSS,
+    DPO_REWARD_ACCURACY,
+    DPO_REWARD_CHOSEN,
+    DPO_REWARD_MARGIN,
+    DPO_REWARD_REJECTED,
+)
+
 __all__ = [
     "DPO_LOSS",
     "DPO_REWARD_ACCURACY",
@@ -27,15 +37,6 @@ __all__ = [
     "dpo_loss",
     "sequence_logps",
 ]
-
-# Metric names (shared by the trainer, its logs and the tests).
-DPO_LOSS = "dpo/loss"
-DPO_REWARD_CHOSEN = "dpo/rewards_chosen"
-DPO_REWARD_REJECTED = "dpo/rewards_rejected"
-DPO_REWARD_MARGIN = "dpo/rewards_margin"
-DPO_REWARD_ACCURACY = "dpo/rewards_accuracy"
-DPO_LOGPS_CHOSEN = "dpo/logps_chosen"
-DPO_LOGPS_REJECTED = "dpo/logps_rejected"
 
 
 def sequence_logps(token_logps: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:

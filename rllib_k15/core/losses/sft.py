@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["SFT_LOSS", "SFT_NUM_TOKENS", "sft_loss"]
+from rllib_k15.metric_names import (
+    SFT_LOSS,
+    SFT_NUM_TOKENS,
+)
 
-SFT_LOSS = "sft/loss"
-SFT_NUM_TOKENS = "sft/num_response_tokens"
+__all__ = ["SFT_LOSS", "SFT_NUM_TOKENS", "sft_loss"]
 
 
 def sft_loss(

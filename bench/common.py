@@ -238,6 +238,14 @@ def add_common_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--out", default=None, help=f"JSON path (default: {default})")
 
 
+def _portable(value: Any) -> Any:
+    """Absolute paths in a benchmark's config are written relative to the working directory
+    (or ``~/…``): committed results do not carry one machine's paths."""
+    from rllib_k15.runs.run_files import portable_path
+
+    return portable_path(value) if isinstance(value, str) and os.path.isabs(value) else value
+
+
 def write_result(
     name: str,
     args: argparse.Namespace,
@@ -254,7 +262,7 @@ def write_result(
         "quick": bool(args.quick),
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "config": dict(config),
+        "config": {k: _portable(v) for k, v in config.items()},
         "results": results,
         "rows": [asdict(r) for r in rows],
     }

@@ -222,7 +222,14 @@ CSV_COLUMNS: tuple[str, ...] = (
 
 
 def make_row(result: EvalResult, **meta: Any) -> dict[str, Any]:
-    """One results row: run metadata (label, run, seed, model, ...) plus the metrics."""
+    """One results row: run metadata (label, run, seed, model, ...) plus the metrics.
+
+    Absolute paths in the metadata are written portably
+    (:func:`rllib_k15.runs.run_files.portable_path`)."""
+    from rllib_k15.runs.run_files import portable_path
+
+    meta = {k: portable_path(v) if isinstance(v, str) and os.path.isabs(v) else v
+            for k, v in meta.items()}  # fmt: skip
     row = {**meta, **result.to_dict()}
     row.setdefault("timestamp", time.strftime("%Y-%m-%dT%H:%M:%S"))
     return {k: row.get(k) for k in CSV_COLUMNS} | {

@@ -38,6 +38,7 @@ __all__ = [
     "METRICS_FILE",
     "RUN_INFO_FILE",
     "append_metrics_row",
+    "portable_path",
     "read_metrics",
     "read_run_info",
     "truncate_metrics",
@@ -119,3 +120,20 @@ def read_run_info(run_dir: str | Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+
+
+def portable_path(value: str | os.PathLike[str]) -> str:
+    """``value`` as written into result files: relative to the working directory when it lies
+    under it, ``~/…`` under the home directory, else unchanged — so committed results do not
+    carry one machine's absolute paths."""
+    text = os.fspath(value)
+    if not os.path.isabs(text):
+        return text
+    path, cwd, home = Path(text), Path.cwd(), Path.home()
+    for base, prefix in ((cwd, ""), (home, "~/")):
+        try:
+            rel = path.relative_to(base)
+        except ValueError:
+            continue
+        return prefix + rel.as_posix() if rel.parts else (prefix.rstrip("/") or ".")
+    return text

@@ -3,7 +3,7 @@
 A comparison algorithm of the Kimi k1.5 report; select it with
 ``K15Config().training(loss="o1_pruner")``.
 
-**O1-Pruner** (Luo et al. 2025, notes in seeds/001)::
+**O1-Pruner** (Luo et al. 2025, "O1-Pruner: Length-Harmonizing Fine-Tuning")::
 
     R_j = L̂_ref(x) / L(y_j) − 1 + λ (A(x, y_j) − Â_ref(x))    (rewards.length_harmonizing_reward)
     ρ_j = π_θ(y_j | x) / π_θi(y_j | x)

@@ -15,6 +15,8 @@ grade with the dataset's own ``score_answer`` inside sandboxed grading workers (
   attribute. Without it, problems carry difficulty 0.0.
 
 Several levels (``[1, 2]``, ``"1-3"``) mix reproducibly per index, as in Arithmetic.
+Every env also takes the keyword options of :class:`RGymOptions` (size, seed, instruction,
+grading and space limits), listed in its signature.
 
 ``problem.metadata["config"]`` is the generator's config object itself (not a JSON copy:
 JSON turned ``word_sorting``'s ``TextTransformation`` enum into a string, so its scorer
@@ -25,9 +27,10 @@ fails gives reason ``grading_error: ...`` and ``info["grading_error"] = True`` i
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import random
 from functools import cached_property, lru_cache
-from typing import Any, SupportsFloat
+from typing import Any, ClassVar, SupportsFloat
 
 from k15_envs.base import ReasoningEnv
 from k15_envs.extract import ExtractMode
@@ -36,9 +39,9 @@ from k15_envs.sandbox import SandboxConfig
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
-from k15_envs.verifiers.base import VerifierKind
+from k15_envs.verifiers.base import Verifier, VerifierKind
 
-__all__ = ["GSMSymbolicEnv", "CountdownEnv", "ReasoningGymEnv", "COUNTDOWN_LEVELS"]
+__all__ = ["GSMSymbolicEnv", "CountdownEnv", "ReasoningGymEnv", "RGymOptions", "COUNTDOWN_LEVELS"]
 
 FINAL_ANSWER_INSTRUCTION = "Give your final answer in \\boxed{}."
 COUNTDOWN_INSTRUCTION = (
@@ -58,51 +61,91 @@ COUNTDOWN_LEVELS: dict[int, dict[str, int]] = {
 _GSM_SUFFIX = " Give the result as your final answer. Do not include units."
 
 
-class _RGymEnv(ReasoningEnv):
-    """Shared constructor: size/seed/levels, verifier wiring, prompt assembly."""
+@dataclasses.dataclass(frozen=True)
+class RGymOptions:
+    """The keyword options every reasoning-gym env takes, with their defaults.
 
-    def __init__(
-        self,
-        *,
-        levels: tuple[int, ...],
-        size: int,
-        seed: int,
-        instruction: str,
-        extract: ExtractMode | str,
-        timeout_s: float,
-        num_workers: int | None,
-        sandbox: SandboxConfig | dict | None,
-        partial_credit: bool,
-        ascii_operators: bool,
-        max_prompt_chars: int,
-        max_response_chars: int,
-        render_mode: str | None,
-    ) -> None:
-        verifier = make_verifier(
-            VerifierKind.REASONING_GYM,
-            extract=extract,
-            timeout_s=timeout_s,
-            num_workers=num_workers,
-            sandbox=sandbox,
-            partial_credit=partial_credit,
-            ascii_operators=ascii_operators,
-        )
+    size: number of problems (>= 1).
+    seed: generator seed (problems are deterministic in ``(seed, index)``).
+    instruction: appended to every question after a blank line (``""``: none); Countdown's
+        default is its own (``COUNTDOWN_INSTRUCTION``).
+    extract: the verifier's answer extraction mode.
+    timeout_s: hard per-answer deadline of the sandboxed scorer.
+    num_workers: grading worker processes (default ``min(2, cpu_count)``).
+    sandbox: overrides of the grading workers' sandbox (``WORKER_DEFAULTS``).
+    partial_credit: reward = the scorer's fractional score instead of 1.0/0.0.
+    max_prompt_chars, max_response_chars: the observation and action space limits.
+    render_mode: ``"ansi"`` or None.
+    """
+
+    size: int = 1000
+    seed: int = 0
+    instruction: str = FINAL_ANSWER_INSTRUCTION
+    extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE
+    timeout_s: float = 10.0
+    num_workers: int | None = None
+    sandbox: SandboxConfig | dict | None = None
+    partial_credit: bool = False
+    max_prompt_chars: int = MAX_PROMPT_CHARS
+    max_response_chars: int = MAX_RESPONSE_CHARS
+    render_mode: str | None = None
+
+
+_OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(RGymOptions))
+
+
+class _RGymEnv(ReasoningEnv):
+    """Shared constructor: size/seed/levels, verifier wiring, prompt assembly.
+
+    Subclasses take the :class:`RGymOptions` as ``**options``, bind them first with
+    :meth:`_bind_options` and pass them on with their levels.
+    """
+
+    _option_defaults: ClassVar[dict[str, Any]] = {}  # this env's own option defaults
+    _ascii_operators: ClassVar[bool] = False  # the verifier rewrites LaTeX operators
+
+    @classmethod
+    def _bind_options(cls, options: dict[str, Any]) -> RGymOptions:
+        """``options`` over this env's defaults; an unknown name is the ``TypeError`` a
+        signature listing the options explicitly would raise."""
+        for name in options:
+            if name not in _OPTION_NAMES:
+                raise TypeError(
+                    f"{cls.__init__.__qualname__}() got an unexpected keyword argument {name!r}"
+                )
+        return RGymOptions(**{**cls._option_defaults, **options})
+
+    def __init__(self, levels: tuple[int, ...], options: RGymOptions) -> None:
         super().__init__(
-            verifier=verifier,
-            max_prompt_chars=max_prompt_chars,
-            max_response_chars=max_response_chars,
-            render_mode=render_mode,
+            verifier=self._make_verifier(options),
+            max_prompt_chars=options.max_prompt_chars,
+            max_response_chars=options.max_response_chars,
+            render_mode=options.render_mode,
         )
-        if int(size) < 1:
-            raise ValueError(f"size ({size}) must be >= 1")
-        self.levels, self.size, self.seed = levels, int(size), int(seed)
-        self.instruction = instruction
+        if int(options.size) < 1:
+            raise ValueError(f"size ({options.size}) must be >= 1")
+        self.levels, self.size, self.seed = levels, int(options.size), int(options.seed)
+        self.instruction = options.instruction
+
+    def _make_verifier(self, options: RGymOptions) -> Verifier:
+        """The sandboxed reasoning-gym verifier these options describe."""
+        return make_verifier(
+            VerifierKind.REASONING_GYM,
+            extract=options.extract,
+            timeout_s=options.timeout_s,
+            num_workers=options.num_workers,
+            sandbox=options.sandbox,
+            partial_credit=options.partial_credit,
+            ascii_operators=self._ascii_operators,
+        )
 
     @property
     def _num_problems(self) -> int:
+        """``size``."""
         return self.size
 
     def _prompt(self, question: str) -> str:
+        """The question, then the instruction after a blank line (when there is one)."""
         return f"{question.strip()}\n\n{self.instruction}" if self.instruction else question.strip()
 
     def step(self, action: str) -> tuple[str, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -112,6 +155,25 @@ class _RGymEnv(ReasoningEnv):
         verdict = self._last[1] if self._last is not None else None
         info["grading_error"] = bool(verdict is not None and verdict.grading_error)
         return obs, reward, terminated, truncated, info
+
+
+def _with_options_signature(cls: type[_RGymEnv]) -> type[_RGymEnv]:
+    """Class decorator: ``cls.__init__(..., **options)`` shows the :class:`RGymOptions`
+    fields as keyword-only parameters (defaults as ``cls`` applies them), so ``help()`` and
+    ``inspect.signature`` list every option."""
+    init = cls.__init__
+    own = [p for p in inspect.signature(init).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    options = [
+        inspect.Parameter(
+            field.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=cls._option_defaults.get(field.name, field.default),
+            annotation=field.type,
+        )
+        for field in dataclasses.fields(RGymOptions)
+    ]
+    init.__signature__ = inspect.signature(init).replace(parameters=own + options)
+    return cls
 
 
 # -- GSM symbolic ---------------------------------------------------------------------------
@@ -128,40 +190,16 @@ def gsm_templates_by_level() -> dict[int, tuple[int, ...]]:
     return {level: tuple(ids) for level, ids in table.items()}
 
 
+@_with_options_signature
 class GSMSymbolicEnv(_RGymEnv):
-    """GSM8K-like word problems (reasoning-gym ``gsm_symbolic``); difficulty = steps level 1-4."""
+    """GSM8K-like word problems (reasoning-gym ``gsm_symbolic``); difficulty = steps level 1-4.
 
-    def __init__(
-        self,
-        difficulty: int | str | list[int] = (1, 2, 3, 4),
-        *,
-        size: int = 1000,
-        seed: int = 0,
-        instruction: str = FINAL_ANSWER_INSTRUCTION,
-        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
-        timeout_s: float = 10.0,
-        num_workers: int | None = None,
-        sandbox: SandboxConfig | dict | None = None,
-        partial_credit: bool = False,
-        max_prompt_chars: int = MAX_PROMPT_CHARS,
-        max_response_chars: int = MAX_RESPONSE_CHARS,
-        render_mode: str | None = None,
-    ) -> None:
-        super().__init__(
-            levels=parse_levels(difficulty, allowed=(1, 2, 3, 4)),
-            size=size,
-            seed=seed,
-            instruction=instruction,
-            extract=extract,
-            timeout_s=timeout_s,
-            num_workers=num_workers,
-            sandbox=sandbox,
-            partial_credit=partial_credit,
-            ascii_operators=False,
-            max_prompt_chars=max_prompt_chars,
-            max_response_chars=max_response_chars,
-            render_mode=render_mode,
-        )
+    Options: :class:`RGymOptions`.
+    """
+
+    def __init__(self, difficulty: int | str | list[int] = (1, 2, 3, 4), **options: Any) -> None:
+        bound = self._bind_options(options)
+        super().__init__(parse_levels(difficulty, allowed=(1, 2, 3, 4)), bound)
 
     @cached_property
     def _dataset(self) -> Any:
@@ -196,40 +234,19 @@ class GSMSymbolicEnv(_RGymEnv):
 
 
 # -- Countdown ------------------------------------------------------------------------------
+@_with_options_signature
 class CountdownEnv(_RGymEnv):
-    """Reach a target with the given numbers (reasoning-gym ``countdown``); levels 1-4."""
+    """Reach a target with the given numbers (reasoning-gym ``countdown``); levels 1-4.
 
-    def __init__(
-        self,
-        difficulty: int | str | list[int] = 1,
-        *,
-        size: int = 1000,
-        seed: int = 0,
-        instruction: str = COUNTDOWN_INSTRUCTION,
-        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
-        timeout_s: float = 10.0,
-        num_workers: int | None = None,
-        sandbox: SandboxConfig | dict | None = None,
-        partial_credit: bool = False,
-        max_prompt_chars: int = MAX_PROMPT_CHARS,
-        max_response_chars: int = MAX_RESPONSE_CHARS,
-        render_mode: str | None = None,
-    ) -> None:
-        super().__init__(
-            levels=parse_levels(difficulty, allowed=COUNTDOWN_LEVELS),
-            size=size,
-            seed=seed,
-            instruction=instruction,
-            extract=extract,
-            timeout_s=timeout_s,
-            num_workers=num_workers,
-            sandbox=sandbox,
-            partial_credit=partial_credit,
-            ascii_operators=True,
-            max_prompt_chars=max_prompt_chars,
-            max_response_chars=max_response_chars,
-            render_mode=render_mode,
-        )
+    Options: :class:`RGymOptions` (``instruction`` defaults to ``COUNTDOWN_INSTRUCTION``).
+    """
+
+    _option_defaults = {"instruction": COUNTDOWN_INSTRUCTION}
+    _ascii_operators = True
+
+    def __init__(self, difficulty: int | str | list[int] = 1, **options: Any) -> None:
+        bound = self._bind_options(options)
+        super().__init__(parse_levels(difficulty, allowed=COUNTDOWN_LEVELS), bound)
 
     @cached_property
     def _datasets(self) -> dict[int, Any]:
@@ -269,6 +286,7 @@ class CountdownEnv(_RGymEnv):
 
 
 # -- Any reasoning-gym dataset ----------------------------------------------------------------
+@_with_options_signature
 class ReasoningGymEnv(_RGymEnv):
     """Any reasoning-gym dataset by name, graded by that dataset's scorer.
 
@@ -276,6 +294,7 @@ class ReasoningGymEnv(_RGymEnv):
     config: overrides of the dataset's config dataclass.
     difficulty: None (dataset defaults) or curriculum level(s), 1 = easiest.
     partial_credit: reward = the scorer's fractional score.
+    Other options: :class:`RGymOptions`.
     """
 
     def __init__(
@@ -284,19 +303,11 @@ class ReasoningGymEnv(_RGymEnv):
         *,
         config: dict[str, Any] | None = None,
         difficulty: int | str | list[int] | None = None,
-        size: int = 1000,
-        seed: int = 0,
-        instruction: str = FINAL_ANSWER_INSTRUCTION,
-        extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
-        timeout_s: float = 10.0,
-        num_workers: int | None = None,
-        sandbox: SandboxConfig | dict | None = None,
-        partial_credit: bool = False,
-        max_prompt_chars: int = MAX_PROMPT_CHARS,
-        max_response_chars: int = MAX_RESPONSE_CHARS,
-        render_mode: str | None = None,
+        **options: Any,
     ) -> None:
         import reasoning_gym.factory as factory
+
+        bound = self._bind_options(options)
 
         if dataset not in factory.DATASETS:
             raise ValueError(
@@ -312,21 +323,7 @@ class ReasoningGymEnv(_RGymEnv):
             curriculum = factory.create_curriculum(dataset)
             top = max(len(attr.levels) for attr in curriculum.attributes.values())
             levels = parse_levels(difficulty, allowed=range(1, top + 1))
-        super().__init__(
-            levels=levels,
-            size=size,
-            seed=seed,
-            instruction=instruction,
-            extract=extract,
-            timeout_s=timeout_s,
-            num_workers=num_workers,
-            sandbox=sandbox,
-            partial_credit=partial_credit,
-            ascii_operators=False,
-            max_prompt_chars=max_prompt_chars,
-            max_response_chars=max_response_chars,
-            render_mode=render_mode,
-        )
+        super().__init__(levels, bound)
         self._datasets = {level: self._build(level) for level in self.levels}
 
     def _build(self, level: int) -> Any:

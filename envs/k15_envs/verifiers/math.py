@@ -14,12 +14,12 @@ Gold answers may be plain (``42``, ``\\frac{1}{2}``, ``(3, \\infty)``), a soluti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from k15_envs.extract import ExtractMode, extract_answer, find_last_boxed, strip_unit_words
-from k15_envs.sandbox import WORKER_DEFAULTS, SandboxConfig, WorkerPool, WorkerTask, resolve_config
+from k15_envs.sandbox import SandboxConfig, WorkerTask
+from k15_envs.sandbox.pool import TaskOutcome
 from k15_envs.types import Problem, Reason, Verdict, error_reason
-from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
+from k15_envs.verifiers.base import VerifierKind, register_verifier
+from k15_envs.verifiers.worker_pool import PoolJob, WorkerPoolVerifier
 
 __all__ = ["MathVerifier", "gold_answer_text"]
 
@@ -37,7 +37,7 @@ def gold_answer_text(answer: str) -> str:
 
 
 @register_verifier(VerifierKind.MATH)
-class MathVerifier(PooledVerifier):
+class MathVerifier(WorkerPoolVerifier):
     """math-verify equivalence.
 
     extract: answer extraction mode (``boxed``, ``boxed_or_line``, ``lenient``).
@@ -46,6 +46,9 @@ class MathVerifier(PooledVerifier):
     sandbox: overrides of the worker sandbox (``WORKER_DEFAULTS``), e.g. ``{"memory_bytes": ...}``.
     """
 
+    _worker_preload = ("k15_envs.verifiers.math_grading",)
+    _worker_task = WorkerTask.MATH_VERIFY
+
     def __init__(
         self,
         extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
@@ -53,53 +56,31 @@ class MathVerifier(PooledVerifier):
         num_workers: int | None = None,
         sandbox: SandboxConfig | dict | None = None,
     ) -> None:
-        super().__init__()
-        self.extract = ExtractMode(extract)
-        self.timeout_s = float(timeout_s)
-        self.num_workers = num_workers
-        self.sandbox = resolve_config(sandbox, WORKER_DEFAULTS)
-
-    def _create_resource(self) -> WorkerPool:
-        return WorkerPool(
-            preload=("k15_envs.verifiers.math_grading",),
-            size=self.num_workers,
-            task_timeout_s=self.timeout_s,
-            sandbox=self.sandbox,
+        super().__init__(
+            extract=extract, timeout_s=timeout_s, num_workers=num_workers, sandbox=sandbox
         )
 
-    def verify(self, problem: Problem, response: str) -> Verdict:
-        return self.verify_many([problem], [response])[0]
+    def _prepare(self, problem: Problem, response: str) -> Verdict | PoolJob:
+        """``no_answer`` at once, else the job ``(gold, answer without unit words, timeout)``."""
+        found = extract_answer(response, self.extract)
+        if found.answer is None:
+            return Verdict.failed(Reason.NO_ANSWER)
+        gold = problem.metadata.get("gold") or gold_answer_text(problem.answer)
+        job = (gold, strip_unit_words(found.answer), self.timeout_s)
+        return PoolJob(job, (found.answer,))
 
-    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = []
-        jobs, slots = [], []
-        for problem, response in zip(problems, responses, strict=True):
-            found = extract_answer(response, self.extract)
-            if found.answer is None:
-                verdicts.append(Verdict.failed(Reason.NO_ANSWER))
-                continue
-            gold = problem.metadata.get("gold") or gold_answer_text(problem.answer)
-            jobs.append((gold, strip_unit_words(found.answer), self.timeout_s))
-            slots.append((len(verdicts), found.answer))
-            verdicts.append(None)
-        if jobs:
-            outcomes = self._get_resource().map(WorkerTask.MATH_VERIFY, jobs)
-            for (index, extracted), outcome in zip(slots, outcomes, strict=True):
-                verdicts[index] = _to_verdict(outcome, extracted)
-        return [v for v in verdicts if v is not None]
-
-
-def _to_verdict(outcome, extracted: str) -> Verdict:
-    if outcome.status == "timeout":
-        return Verdict.failed(Reason.TIMEOUT, extracted)
-    if outcome.status != "ok":
-        return Verdict.failed(error_reason(outcome.error), extracted)
-    value = outcome.value
-    if not isinstance(value, dict) or value.get("status") not in _STATUSES:
-        return Verdict.failed(error_reason("malformed grading reply"), extracted)
-    status = value["status"]
-    if status == "bad_gold":
-        return Verdict.failed(error_reason("gold answer could not be parsed"), extracted)
-    if status == "timeout":
-        return Verdict.failed(Reason.TIMEOUT, extracted)
-    return Verdict.graded(value.get("correct") is True and status == "graded", extracted)
+    def _to_verdict(self, outcome: TaskOutcome, extracted: str) -> Verdict:
+        """The worker's ``{"status", "correct"}`` reply (or its failure) as a verdict."""
+        if outcome.status == "timeout":
+            return Verdict.failed(Reason.TIMEOUT, extracted)
+        if outcome.status != "ok":
+            return Verdict.failed(error_reason(outcome.error), extracted)
+        value = outcome.value
+        if not isinstance(value, dict) or value.get("status") not in _STATUSES:
+            return Verdict.failed(error_reason("malformed grading reply"), extracted)
+        status = value["status"]
+        if status == "bad_gold":
+            return Verdict.failed(error_reason("gold answer could not be parsed"), extracted)
+        if status == "timeout":
+            return Verdict.failed(Reason.TIMEOUT, extracted)
+        return Verdict.graded(value.get("correct") is True and status == "graded", extracted)

@@ -33,13 +33,13 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Sequence
 
 from k15_envs.extract import ExtractMode, extract_answer, find_answer_tag, find_last_boxed
-from k15_envs.sandbox import WORKER_DEFAULTS, SandboxConfig, WorkerPool, WorkerTask, resolve_config
+from k15_envs.sandbox import SandboxConfig, WorkerTask
 from k15_envs.sandbox.pool import TaskOutcome
 from k15_envs.types import Problem, Reason, Verdict, grading_error_reason
-from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
+from k15_envs.verifiers.base import VerifierKind, register_verifier
+from k15_envs.verifiers.worker_pool import PoolJob, WorkerPoolVerifier
 
 __all__ = ["ReasoningGymVerifier", "latex_to_ascii_ops"]
 
@@ -80,7 +80,7 @@ def _error_type(error: str) -> str:
 
 
 @register_verifier(VerifierKind.REASONING_GYM)
-class ReasoningGymVerifier(PooledVerifier):
+class ReasoningGymVerifier(WorkerPoolVerifier):
     """Grades with the reasoning-gym dataset's scorer in sandboxed workers.
 
     extract: answer extraction mode. ``raw`` passes the whole response to the scorer.
@@ -94,6 +94,9 @@ class ReasoningGymVerifier(PooledVerifier):
     process) could not grade; each such verdict has reason ``grading_error: ...``.
     """
 
+    _worker_preload = ("k15_envs.verifiers.rgym_scoring",)
+    _worker_task = WorkerTask.REASONING_GYM_SCORE
+
     def __init__(
         self,
         extract: ExtractMode | str = ExtractMode.BOXED_OR_LINE,
@@ -104,28 +107,16 @@ class ReasoningGymVerifier(PooledVerifier):
         success_threshold: float = 1.0,
         ascii_operators: bool = False,
     ) -> None:
-        super().__init__()
-        self.extract = ExtractMode(extract)
-        self.timeout_s = float(timeout_s)
-        self.num_workers = num_workers
-        self.sandbox = resolve_config(sandbox, WORKER_DEFAULTS)
+        super().__init__(
+            extract=extract, timeout_s=timeout_s, num_workers=num_workers, sandbox=sandbox
+        )
         self.partial_credit = bool(partial_credit)
         self.success_threshold = float(success_threshold)
         self.ascii_operators = bool(ascii_operators)
         self.grading_errors: Counter[str] = Counter()
 
-    def _create_resource(self) -> WorkerPool:
-        return WorkerPool(
-            preload=("k15_envs.verifiers.rgym_scoring",),
-            size=self.num_workers,
-            task_timeout_s=self.timeout_s,
-            sandbox=self.sandbox,
-        )
-
-    def verify(self, problem: Problem, response: str) -> Verdict:
-        return self.verify_many([problem], [response])[0]
-
     def _answer(self, response: str) -> str | None:
+        """The answer text the scorer gets (see the module docstring), or None if none."""
         found = extract_answer(response, self.extract)
         if found.answer is None:
             return None
@@ -136,43 +127,36 @@ class ReasoningGymVerifier(PooledVerifier):
             answer = _unwrap(raw or "") or answer
         return latex_to_ascii_ops(answer) if self.ascii_operators else answer
 
-    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
-        verdicts: list[Verdict | None] = []
-        jobs, slots = [], []
-        for problem, response in zip(problems, responses, strict=True):
-            dataset = _dataset_name(problem)
-            try:
-                answer = self._answer(response)
-                if answer is None:
-                    verdicts.append(Verdict.failed(Reason.NO_ANSWER))
-                    continue
-                meta = problem.metadata
-                job = (meta["dataset"], meta["config"], answer, meta["entry"])
-            except Exception as exc:  # noqa: BLE001 - a grader bug, not a wrong answer
-                verdicts.append(self._grading_error(dataset, f"{type(exc).__name__}: {exc}", None))
-                continue
-            jobs.append(job)
-            slots.append((len(verdicts), dataset, answer))
-            verdicts.append(None)
-        if jobs:
-            for (index, dataset, answer), outcome in zip(slots, self._score(jobs), strict=True):
-                verdicts[index] = self._to_verdict(outcome, dataset, answer)
-        return [v for v in verdicts if v is not None]
+    def _prepare(self, problem: Problem, response: str) -> Verdict | PoolJob:
+        """``no_answer`` or a grading error at once, else the job ``(dataset, config,
+        answer, entry)`` with context ``(dataset, answer)``."""
+        dataset = _dataset_name(problem)
+        try:
+            answer = self._answer(response)
+            if answer is None:
+                return Verdict.failed(Reason.NO_ANSWER)
+            meta = problem.metadata
+            job = (meta["dataset"], meta["config"], answer, meta["entry"])
+        except Exception as exc:  # noqa: BLE001 - a grader bug, not a wrong answer
+            return self._grading_error(dataset, f"{type(exc).__name__}: {exc}", None)
+        return PoolJob(job, (dataset, answer))
 
-    def _score(self, jobs: list[tuple]) -> list[TaskOutcome]:
+    def _run_jobs(self, jobs: list[tuple]) -> list[TaskOutcome]:
+        """The pool's batch; if it raises, one call per job, so only the culprit fails."""
         pool = self._get_resource()
         try:
-            return pool.map(WorkerTask.REASONING_GYM_SCORE, jobs)
+            return pool.map(self._worker_task, jobs)
         except Exception:  # noqa: BLE001 - e.g. an entry that cannot be pickled: find which
             outcomes = []
             for job in jobs:
                 try:
-                    outcomes.append(pool.call(WorkerTask.REASONING_GYM_SCORE, *job))
+                    outcomes.append(pool.call(self._worker_task, *job))
                 except Exception as exc:  # noqa: BLE001
                     outcomes.append(TaskOutcome("error", error=f"{type(exc).__name__}: {exc}"))
             return outcomes
 
     def _grading_error(self, dataset: str, error: str, answer: str | None) -> Verdict:
+        """A ``grading_error`` verdict, counted, and logged once per dataset and error type."""
         kind = _error_type(error)
         with _ERRORS_LOCK:
             self.grading_errors[f"{dataset}: {kind}"] += 1
@@ -191,6 +175,7 @@ class ReasoningGymVerifier(PooledVerifier):
         return Verdict.failed(grading_error_reason(error), answer)
 
     def _to_verdict(self, outcome: TaskOutcome, dataset: str, answer: str) -> Verdict:
+        """The scorer's score (clipped to [0, 1]) as a verdict; a failure is a grading error."""
         if outcome.status == "timeout":
             return Verdict.failed(Reason.TIMEOUT, answer)
         if outcome.status != "ok":
@@ -212,6 +197,7 @@ class ReasoningGymVerifier(PooledVerifier):
 
 
 def _dataset_name(problem: Problem) -> str:
+    """``problem.metadata["dataset"]`` as text, ``"?"`` when there is none."""
     try:
         return str(problem.metadata.get("dataset", "?"))
     except Exception:  # noqa: BLE001 - metadata is not a dict

@@ -1,6 +1,7 @@
 """K15Config: the ``.training(...)`` builder and ``validate()`` for K15MirrorDescent.
 
-Every K15-specific field is documented once, here, with its trade-off. YAML files under
+Every K15-specific field is declared and documented once, with its type, default and
+trade-off, in :class:`rllib_k15.algorithm.k15_fields.K15Fields`. YAML files under
 ``tuned_examples/`` map 1:1 onto the builder methods (``environment:``, ``training:``,
 ``env_runners:``, ``learners:``, ``debugging:`` sections), see :func:`rllib_k15.yaml_config`.
 """
@@ -8,178 +9,24 @@ Every K15-specific field is documented once, here, with its trade-off. YAML file
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.from_config import _NotProvided as NotProvidedType
 
+from rllib_k15.algorithm.k15_fields import K15Fields
 from rllib_k15.core.losses import LogprobReduction, LossType
 from rllib_k15.core.rewards import Baseline
 from rllib_k15.distributed.deepspeed_config import learner_setting_errors
 from rllib_k15.hardware import resolve_autocast
 
-# name -> (default, help). The single source of truth for K15 fields: defaults, docs
-# (README table, CLI help) and `training()` kwargs are all generated from it. The batch
-# defaults (8 problems × 4 samples × ≤128 tokens, micro-batches of 4) are sized for the
-# embedded 135M model on a 2-core CPU: the former 16 × 8 × 256 with micro-batches of 8
-# took 7–20 min per iteration there and peaked at 9.6 GiB RSS (activations and the
-# 8 × 257 × 49152 logits of a micro-batch were ~5 GiB of it). GPU runs set their own.
+_DEFAULTS = K15Fields()
+# name -> (default, help), in declaration order: the shape the trainer, the experiment files
+# and the tests read. Derived from K15Fields, which declares (and documents) each field once.
 K15_FIELDS: dict[str, tuple[Any, str]] = {
-    "hf_model": (
-        "smollm2-135m-instruct",
-        "Policy to train: a model-registry name (`k15 model list`) or a local HF directory.",
-    ),
-    "loss": (
-        "opmd",
-        "Registered policy loss (rllib_k15.core.losses.LossType): `opmd` Kimi k1.5 eq. (3); comparison algorithms (rllib_k15.core.losses.grpo, .rest, .o1_pruner) `grpo` DeepSeekMath (group mean/std advantage, token-level clipped ratio, KL to the initial model; ignores `tau` and `logprob_reduction`), `rest` (NLL of the best correct responses, no negative gradient: learns only from problems it already solves), `o1_pruner` (length-harmonizing reward with PPO clip; needs `o1_pruner_reference_stats`; ignores task reward shaping).",
-    ),
-    "clip_eps": (
-        0.2,
-        "`grpo` / `o1_pruner`: importance ratio π_θ/π_θi clipped to [1−ε, 1+ε]. Only acts from the second optimizer step of an iteration on (the first has ratio 1); smaller = more conservative within an iteration, larger lets π_θ move further from π_θi.",
-    ),
-    "grpo_kl_beta": (
-        0.04,
-        "`grpo`: β of the per-token k3 KL to the FIXED initial model (DeepSeekMath: 0.04). > 0 keeps a frozen copy of the start weights on each learner (one more model in memory, one more forward pass per iteration) and anchors long runs; 0 = no reference model (cheaper; the policy may drift further).",
-    ),
-    "rest_top_k": (
-        1,
-        "`rest`: correct responses fitted per problem, highest shaped reward first. 1 = the report's 'best response'; 0 = every correct one (more data per iteration, less selective). Problems without a correct response contribute nothing.",
-    ),
-    "o1_pruner_lambda": (
-        2.0,
-        "`o1_pruner`: λ of the accuracy term λ(A − Â_ref). Larger protects accuracy (a right answer where the reference model is often wrong earns more); smaller pushes harder on length.",
-    ),
-    "o1_pruner_reference_stats": (
-        None,
-        "`o1_pruner`: JSON file of per-problem L̂_ref (mean tokens) and Â_ref (accuracy) of K samples of the start model, made before training by rllib_k15.long2short.collect.collect_reference_stats (K is recorded in the file). Required for `o1_pruner`.",
-    ),
-    "tau": (
-        0.1,
-        "τ of the KL(π_θ‖π_θi) regulariser. Larger keeps each iteration closer to π_θi (stabler, slower); smaller learns faster but lets the log-ratio grow.",
-    ),
-    "baseline": (
-        "mean",
-        "Estimate of τ·log Z: `mean` reward (report's practical default, unbiased-ish, bounded) or `logsumexp` τ·log mean exp(r/τ) (exact for the surrogate but → max reward as τ → 0).",
-    ),
-    "samples_per_problem": (
-        4,
-        "k responses per problem. More samples = better baseline and more groups with reward variance, at linear generation cost.",
-    ),
-    "problems_per_iteration": (
-        8,
-        "Problems sampled per iteration. Batch = problems × k responses.",
-    ),
-    "max_response_tokens": (
-        128,
-        "Hard cap on response length; a response cut here is `truncated` and scores 0.",
-    ),
-    "temperature": (
-        1.0,
-        "Sampling temperature of the rollout engine. 1.0 samples π_θi itself, which the OPMD derivation assumes.",
-    ),
-    "top_p": (
-        1.0,
-        "Nucleus sampling; < 1 makes samples deviate from π_θi (biases the off-policy estimate).",
-    ),
-    "logprob_reduction": (
-        "sum",
-        "log π(y|x) as the `sum` of token log-probs (the report's sequence-level quantity) or the `token_mean` (length-normalised; weaker length bias, smaller gradient scale).",
-    ),
-    "length_penalty_weight": (
-        0.0,
-        "Weight of the Kimi length reward added to the task reward after warm-up. 0 disables it.",
-    ),
-    "length_penalty_warmup_iters": (
-        0,
-        "Iterations without the length reward at the start (the report warms up so the penalty does not slow early learning).",
-    ),
-    "num_epochs": (
-        1,
-        "Passes over each iteration's batch. >1 moves further from π_θi per iteration (the τ term holds it back).",
-    ),
-    "minibatch_size": (
-        16,
-        "Responses per optimizer step. Batch / minibatch_size optimizer steps per epoch.",
-    ),
-    "micro_batch_size": (
-        4,
-        "Responses per forward/backward pass (gradient accumulation). Lower saves memory, costs speed; no effect on the maths.",
-    ),
-    "weight_decay": (
-        0.0,
-        "AdamW weight decay. RL fine-tuning usually uses 0: the τ term already anchors θ to the previous iterate.",
-    ),
-    "adam_betas": (
-        (0.9, 0.99),
-        "AdamW betas. With a reset every iteration, a short β2 horizon lets the second moment warm up within one iteration.",
-    ),
-    "reference_logprobs": (
-        "learner",
-        "Where log π_θi (the τ-term's and the clip's reference) comes from. `learner`: one extra forward pass of the learner over the batch at iteration start (exact; also logs the engine/learner gap as logp_mismatch_*). `engine`: the log-probs the engine returned while sampling, no extra pass (~20 % of a CPU iteration in bench/rl_iteration.py). Valid only when the engine samples from π_θi unmodified: temperature 1, top_p 1, no partial rollouts; the engine/learner numeric gap (1.7e-5 per token in fp32 here, ~1e-2 in bf16 on GPUs) then enters the loss. Check logp_mismatch with `learner` before switching.",
-    ),
-    "reset_optimizer_each_iteration": (
-        True,
-        "Reset optimizer state at each iteration start (report §2.3.2: each iteration is a new problem). Off = moments carry over (ablation).",
-    ),
-    "autocast_bf16": (
-        "auto",
-        "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated (AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware).",
-    ),
-    "bf16_rounding": (
-        "dither",
-        "How fp32 master weights become bf16 for a bf16 engine and the bf16-autocast learner forward (rllib_k15.core.rounding). `dither`: unbiased stochastic rounding with one dither per iteration shared by engine and learner, so updates far below the bf16 step (lr 1e-5 vs ~2e-4) still move the sampled policy — measured: the bf16 forward sees 98-100 % of the fp32 change in log π. `nearest`: round-to-nearest; on a bf16 checkpoint such updates round back to the old weights (the bf16 forward saw 10 % of the change) and small-lr runs stop learning. No effect in fp32.",
-    ),
-    "gradient_checkpointing": (
-        False,
-        "Recompute activations in backward: less memory for long responses, ~30% slower.",
-    ),
-    "engine": (
-        "vllm",
-        "Rollout engine: `vllm` (product path) or `hf` (transformers.generate; reference, slow).",
-    ),
-    "engine_options": (
-        {},
-        "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, max_model_len, enforce_eager).",
-    ),
-    "repeat_detection": (
-        True,
-        "End responses that fell into a loop (rllib_k15.rollout.repetition: a periodic tail or a repeated n-gram). They are cut after one copy of the loop, not verified, and get `-repeat_penalty`. vLLM cannot stop a request mid-flight from Python, so the cut happens after generation: it saves training tokens and gives the penalty, not generation time.",
-    ),
-    "repeat_config": (
-        {},
-        "Overrides of RepetitionConfig (max_period, min_repeats, min_tokens, ngram_size, max_ngram_repeats).",
-    ),
-    "repeat_penalty": (
-        0.5,
-        "Reward of a looping response is −repeat_penalty (a wrong answer gets 0), so loops are pushed down harder than honest mistakes.",
-    ),
-    "sampling": (
-        {},
-        "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, hard_threshold, priority_floor.",
-    ),
-    "partial_rollout_max_tokens": (
-        None,
-        "Partial rollouts (report §2.6; rllib_k15.rollout.groups): each response gets at most this many NEW tokens per iteration; an unfinished one is stored and continued next iteration from where it stopped, under the new weights. None/0 = off. Smaller = an iteration no longer waits for its longest response (less idle engine time with heavy-tailed lengths) but more of each trained response comes from older policies, short siblings wait for their group, and every continuation re-reads its prefix (prefill). Must be < max_response_tokens.",
-    ),
-    "partial_rollout_train_old_segments": (
-        False,
-        "Partial rollouts: whether tokens generated in earlier iterations (by older policies than π_θi) enter the loss. False (default) masks them out — the OPMD surrogate assumes samples from π_θi — at the cost of fewer trained tokens per response; True trains on whole responses (more signal, off-policy by up to the response's age). Reference log-probs are recomputed for the whole response either way.",
-    ),
-    "partial_rollout_max_groups": (
-        None,
-        "Partial rollouts: bound on problem groups waiting for unfinished members. While the store is full no new problem is sampled; nothing is evicted. None = problems_per_iteration × ⌈max_response_tokens / partial_rollout_max_tokens⌉: every group finishes within that many iterations, so the bound never holds new problems back. Smaller caps memory/checkpoint size and group age (fewer off-policy tokens) but starves the engine of new problems while long responses finish (measured in bench/partial_rollouts.py).",
-    ),
-    "eval_interval": (0, "Evaluate held-out Pass@1 every N iterations (0 = never)."),
-    "eval_problems": (
-        32,
-        "Held-out problems per evaluation (indices disjoint from training via `eval_env_config`).",
-    ),
-    "eval_samples": (4, "Samples per held-out problem (Pass@1 is averaged over them)."),
-    "eval_env_config": ({}, "env_config overrides for the held-out set (e.g. another seed)."),
-    "deepspeed": (
-        None,
-        "DeepSpeed ZeRO for the learners instead of torch DDP (rllib_k15.distributed; docs/scaling.md): None = off, else a dict of DeepSpeedSettings — zero_stage (0-3; default 2: gradients + Adam state sharded at DDP's traffic; 3 also shards parameters for an all-gather per forward/backward), offload_optimizer / offload_params (host RAM; GPU only gains), bf16 ('auto'), overlap_comm, reduce_bucket_size, extra (raw DeepSpeed keys). Needs num_learners >= 1; `minibatch_size` stays global (each of N learners takes 1/N). Adam moments are sharded and not checkpointed.",
-    ),
+    f.name: (getattr(_DEFAULTS, f.name), f.metadata["help"]) for f in fields(K15Fields)
 }
 
 
@@ -199,17 +46,64 @@ def _absolute_if_local_path(value: Any) -> Any:
 class K15Config(AlgorithmConfig):
     """Config for :class:`rllib_k15.algorithm.algorithm.K15MirrorDescent`.
 
+    On top of RLlib's ``AlgorithmConfig`` it has one attribute per field of
+    :class:`~rllib_k15.algorithm.k15_fields.K15Fields` (same name, type and default; the
+    annotations below mirror it), set through :meth:`training`.
+
     >>> from rllib_k15 import K15Config
     >>> config = (K15Config().environment("k15/Arithmetic-v0", env_config={"difficulty": 1})
     ...           .training(tau=0.1, samples_per_problem=8, length_penalty_warmup_iters=5))
     """
 
+    hf_model: str
+    loss: str
+    clip_eps: float
+    grpo_kl_beta: float
+    rest_top_k: int
+    o1_pruner_lambda: float
+    o1_pruner_reference_stats: str | None
+    tau: float
+    baseline: str
+    samples_per_problem: int
+    problems_per_iteration: int
+    max_response_tokens: int
+    temperature: float
+    top_p: float
+    logprob_reduction: str
+    length_penalty_weight: float
+    length_penalty_warmup_iters: int
+    num_epochs: int
+    minibatch_size: int
+    micro_batch_size: int
+    weight_decay: float
+    adam_betas: tuple[float, float]
+    reference_logprobs: str
+    reset_optimizer_each_iteration: bool
+    autocast_bf16: bool | str
+    bf16_rounding: str
+    gradient_checkpointing: bool
+    engine: str
+    engine_options: dict[str, Any]
+    repeat_detection: bool
+    repeat_config: dict[str, Any]
+    repeat_penalty: float
+    sampling: dict[str, Any]
+    partial_rollout_max_tokens: int | None
+    partial_rollout_train_old_segments: bool
+    partial_rollout_max_groups: int | None
+    eval_interval: int
+    eval_problems: int
+    eval_samples: int
+    eval_env_config: dict[str, Any]
+    deepspeed: dict[str, Any] | None
+
     def __init__(self, algo_class=None):
         from rllib_k15.algorithm.algorithm import K15MirrorDescent
 
         super().__init__(algo_class=algo_class or K15MirrorDescent)
-        for name, (default, _) in K15_FIELDS.items():
-            setattr(self, name, default.copy() if isinstance(default, dict) else default)
+        defaults = K15Fields()  # a fresh object for each mutable default (dicts)
+        for f in fields(K15Fields):
+            setattr(self, f.name, getattr(defaults, f.name))
         from rllib_k15.algorithm.env_runner import ReasoningEnvRunner
 
         self.env_runner_cls = ReasoningEnvRunner
@@ -218,19 +112,69 @@ class K15Config(AlgorithmConfig):
         self.grad_clip = 1.0
         self.grad_clip_by = "global_norm"
 
-    def training(self, **kwargs) -> K15Config:
-        """RLlib's ``training()`` plus the K15 fields (see ``K15_FIELDS``).
+    def training(
+        self,
+        *,
+        hf_model: str | NotProvidedType = NotProvided,
+        loss: str | NotProvidedType = NotProvided,
+        clip_eps: float | NotProvidedType = NotProvided,
+        grpo_kl_beta: float | NotProvidedType = NotProvided,
+        rest_top_k: int | NotProvidedType = NotProvided,
+        o1_pruner_lambda: float | NotProvidedType = NotProvided,
+        o1_pruner_reference_stats: str | None | NotProvidedType = NotProvided,
+        tau: float | NotProvidedType = NotProvided,
+        baseline: str | NotProvidedType = NotProvided,
+        samples_per_problem: int | NotProvidedType = NotProvided,
+        problems_per_iteration: int | NotProvidedType = NotProvided,
+        max_response_tokens: int | NotProvidedType = NotProvided,
+        temperature: float | NotProvidedType = NotProvided,
+        top_p: float | NotProvidedType = NotProvided,
+        logprob_reduction: str | NotProvidedType = NotProvided,
+        length_penalty_weight: float | NotProvidedType = NotProvided,
+        length_penalty_warmup_iters: int | NotProvidedType = NotProvided,
+        num_epochs: int | NotProvidedType = NotProvided,
+        minibatch_size: int | NotProvidedType = NotProvided,
+        micro_batch_size: int | NotProvidedType = NotProvided,
+        weight_decay: float | NotProvidedType = NotProvided,
+        adam_betas: tuple[float, float] | NotProvidedType = NotProvided,
+        reference_logprobs: str | NotProvidedType = NotProvided,
+        reset_optimizer_each_iteration: bool | NotProvidedType = NotProvided,
+        autocast_bf16: bool | str | NotProvidedType = NotProvided,
+        bf16_rounding: str | NotProvidedType = NotProvided,
+        gradient_checkpointing: bool | NotProvidedType = NotProvided,
+        engine: str | NotProvidedType = NotProvided,
+        engine_options: dict[str, Any] | NotProvidedType = NotProvided,
+        repeat_detection: bool | NotProvidedType = NotProvided,
+        repeat_config: dict[str, Any] | NotProvidedType = NotProvided,
+        repeat_penalty: float | NotProvidedType = NotProvided,
+        sampling: dict[str, Any] | NotProvidedType = NotProvided,
+        partial_rollout_max_tokens: int | None | NotProvidedType = NotProvided,
+        partial_rollout_train_old_segments: bool | NotProvidedType = NotProvided,
+        partial_rollout_max_groups: int | None | NotProvidedType = NotProvided,
+        eval_interval: int | NotProvidedType = NotProvided,
+        eval_problems: int | NotProvidedType = NotProvided,
+        eval_samples: int | NotProvidedType = NotProvided,
+        eval_env_config: dict[str, Any] | NotProvidedType = NotProvided,
+        deepspeed: dict[str, Any] | None | NotProvidedType = NotProvided,
+        **kwargs,
+    ) -> K15Config:
+        """RLlib's ``training()`` plus the K15 fields.
+
+        Each K15 keyword sets the attribute of the same name; its meaning, type and default
+        are documented on :class:`~rllib_k15.algorithm.k15_fields.K15Fields` (``help(K15Fields)``
+        or ``K15_FIELDS[name][1]``). Keywords left at ``NotProvided`` keep the current value.
+        ``num_epochs`` and ``minibatch_size`` are K15 fields here and do not reach RLlib's
+        ``training()``; every other keyword (``lr``, ``grad_clip``, ...) goes to
+        ``AlgorithmConfig.training``, which raises ``TypeError`` for an unknown one.
 
         A relative ``hf_model`` / ``o1_pruner_reference_stats`` path that exists is made
         absolute here, in the driver: Ray actors need not share the driver's working directory.
         """
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k in K15_FIELDS}
+        # first statement: locals() holds exactly the arguments
+        own = {k: v for k, v in locals().items() if k in K15_FIELDS and v is not NotProvided}
         super().training(**kwargs)
         for name, value in own.items():
-            if value is not NotProvided:
-                setattr(
-                    self, name, _absolute_if_local_path(value) if name in PATH_FIELDS else value
-                )
+            setattr(self, name, _absolute_if_local_path(value) if name in PATH_FIELDS else value)
         return self
 
     @staticmethod
@@ -303,7 +247,10 @@ def _partial_rollout_errors(c: K15Config):
     if budget is not None and (
         not isinstance(budget, int) or isinstance(budget, bool) or budget < 0
     ):
-        yield f"`partial_rollout_max_tokens` ({budget!r}) must be None or an integer >= 0 (None/0 = off)"
+        yield (
+            f"`partial_rollout_max_tokens` ({budget!r}) must be None or an integer >= 0 "
+            "(None/0 = off)"
+        )
     elif budget and isinstance(cap, int) and budget >= cap:
         yield (
             f"`partial_rollout_max_tokens` ({budget}) must be < max_response_tokens ({cap}) to "
@@ -412,7 +359,10 @@ def _field_errors(c: K15Config):
     if (msg := _sampling_error(c.sampling)) is not None:
         yield msg
     if not isinstance(c.length_penalty_warmup_iters, int) or c.length_penalty_warmup_iters < 0:
-        yield f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an integer >= 0"
+        yield (
+            f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an "
+            "integer >= 0"
+        )
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     if c.bf16_rounding not in ("dither", "nearest"):

@@ -1,10 +1,14 @@
 """K15Config validation and strict experiment files: bad input fails early, naming the field."""
 
+import dataclasses
+import inspect
 import textwrap
 
 import pytest
+from ray.rllib.algorithms.algorithm_config import NotProvided
 
 from rllib_k15.algorithm.config import K15_FIELDS, K15Config
+from rllib_k15.algorithm.k15_fields import K15Fields
 from rllib_k15.runs.experiment import apply_sections, load_experiment_file, resolve_algorithm
 
 
@@ -44,6 +48,46 @@ def test_every_field_is_documented_and_settable():
         assert len(help_text) > 20, name
         assert getattr(config, name) == default
     assert config.training(tau=0.5).tau == 0.5
+
+
+def test_fields_are_declared_once_on_the_dataclass_and_typed_on_the_config():
+    """K15Fields declares each field; K15_FIELDS, K15Config's annotations and the keywords
+    of ``training()`` follow it name for name and type for type."""
+    declared = dataclasses.fields(K15Fields)
+    assert [f.name for f in declared] == list(K15_FIELDS)
+    defaults = K15Fields()
+    for f in declared:
+        assert K15_FIELDS[f.name] == (getattr(defaults, f.name), f.metadata["help"]), f.name
+        assert K15Config.__annotations__[f.name] == f.type, f.name
+    params = inspect.signature(K15Config.training).parameters
+    for f in declared:
+        param = params[f.name]
+        assert param.kind is param.KEYWORD_ONLY, f.name
+        assert param.default is NotProvided, f.name
+        assert param.annotation == f"{f.type} | NotProvidedType", f.name
+    assert params["kwargs"].kind is inspect.Parameter.VAR_KEYWORD  # RLlib's own fields
+    assert K15Config.extra_training_fields() == tuple(K15_FIELDS)
+
+
+def test_fresh_config_has_each_default_and_owns_its_mutable_defaults():
+    first, second = K15Config(), K15Config()
+    for name, (default, _) in K15_FIELDS.items():
+        assert getattr(first, name) == default, name
+    mutable = [name for name, (default, _) in K15_FIELDS.items() if isinstance(default, dict)]
+    assert "sampling" in mutable and "engine_options" in mutable
+    for name in mutable:
+        assert getattr(first, name) is not getattr(second, name), name
+        assert getattr(first, name) is not K15_FIELDS[name][0], name
+    first.sampling["strategy"] = "curriculum"
+    assert second.sampling == {} and K15Config().sampling == {}
+
+
+def test_training_skips_not_provided_and_rejects_unknown_keywords():
+    config = K15Config().training(tau=0.3, num_epochs=2, minibatch_size=8, lr=1e-5)
+    assert (config.tau, config.num_epochs, config.minibatch_size, config.lr) == (0.3, 2, 8, 1e-5)
+    assert config.training(tau=NotProvided).tau == 0.3
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_field'"):
+        K15Config().training(no_such_field=1)
 
 
 def test_experiment_file_maps_onto_builder(tmp_path):

@@ -1,0 +1,351 @@
+"""K15Fields: every K15-specific field of :class:`~rllib_k15.algorithm.config.K15Config`.
+
+One typed dataclass attribute per field, with its default and its trade-off in
+``metadata["help"]``. This is the single source of truth for the K15 fields: ``K15Config``'s
+attributes and defaults, the keywords of ``K15Config.training()`` and
+``rllib_k15.algorithm.config.K15_FIELDS`` (``{name: (default, help)}``, which the trainer,
+strict experiment files and the tests read) all follow it. Imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class K15Fields:
+    """The K15 fields of ``K15Config``: name, type, default and help (``metadata["help"]``).
+
+    ``dataclasses.fields(K15Fields)`` lists them in declaration order; ``K15Config`` exposes
+    each one as an attribute of the same name and type, settable through ``.training()``.
+    """
+
+    hf_model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={
+            "help": "Policy to train: a model-registry name (`k15 model list`) or a local HF "
+            "directory."
+        },
+    )
+    loss: str = field(
+        default="opmd",
+        metadata={
+            "help": "Registered policy loss (rllib_k15.core.losses.LossType): `opmd` Kimi k1.5 eq. "
+            "(3); comparison algorithms (rllib_k15.core.losses.grpo, .rest, .o1_pruner) `grpo` "
+            "DeepSeekMath (group mean/std advantage, token-level clipped ratio, KL to the initial "
+            "model; ignores `tau` and `logprob_reduction`), `rest` (NLL of the best correct "
+            "responses, no negative gradient: learns only from problems it already solves), "
+            "`o1_pruner` (length-harmonizing reward with PPO clip; needs "
+            "`o1_pruner_reference_stats`; ignores task reward shaping)."
+        },
+    )
+    clip_eps: float = field(
+        default=0.2,
+        metadata={
+            "help": "`grpo` / `o1_pruner`: importance ratio π_θ/π_θi clipped to [1−ε, 1+ε]. Only "
+            "acts from the second optimizer step of an iteration on (the first has ratio 1); "
+            "smaller = more conservative within an iteration, larger lets π_θ move further from "
+            "π_θi."
+        },
+    )
+    grpo_kl_beta: float = field(
+        default=0.04,
+        metadata={
+            "help": "`grpo`: β of the per-token k3 KL to the FIXED initial model (DeepSeekMath: "
+            "0.04). > 0 keeps a frozen copy of the start weights on each learner (one more model "
+            "in memory, one more forward pass per iteration) and anchors long runs; 0 = no "
+            "reference model (cheaper; the policy may drift further)."
+        },
+    )
+    rest_top_k: int = field(
+        default=1,
+        metadata={
+            "help": "`rest`: correct responses fitted per problem, highest shaped reward first. 1 "
+            "= the report's 'best response'; 0 = every correct one (more data per iteration, less "
+            "selective). Problems without a correct response contribute nothing."
+        },
+    )
+    o1_pruner_lambda: float = field(
+        default=2.0,
+        metadata={
+            "help": "`o1_pruner`: λ of the accuracy term λ(A − Â_ref). Larger protects accuracy (a "
+            "right answer where the reference model is often wrong earns more); smaller pushes "
+            "harder on length."
+        },
+    )
+    o1_pruner_reference_stats: str | None = field(
+        default=None,
+        metadata={
+            "help": "`o1_pruner`: JSON file of per-problem L̂_ref (mean tokens) and Â_ref "
+            "(accuracy) of K samples of the start model, made before training by "
+            "rllib_k15.long2short.collect.collect_reference_stats (K is recorded in the file). "
+            "Required for `o1_pruner`."
+        },
+    )
+    tau: float = field(
+        default=0.1,
+        metadata={
+            "help": "τ of the KL(π_θ‖π_θi) regulariser. Larger keeps each iteration closer to π_θi "
+            "(stabler, slower); smaller learns faster but lets the log-ratio grow."
+        },
+    )
+    baseline: str = field(
+        default="mean",
+        metadata={
+            "help": "Estimate of τ·log Z: `mean` reward (report's practical default, unbiased-ish, "
+            "bounded) or `logsumexp` τ·log mean exp(r/τ) (exact for the surrogate but → max reward "
+            "as τ → 0)."
+        },
+    )
+    # The batch defaults (8 problems × 4 samples × ≤128 tokens, micro-batches of 4) are
+    # sized for the embedded 135M model on a 2-core CPU: the former 16 × 8 × 256 with
+    # micro-batches of 8 took 7–20 min per iteration there and peaked at 9.6 GiB RSS
+    # (activations and the 8 × 257 × 49152 logits of a micro-batch were ~5 GiB of it).
+    # GPU runs set their own.
+    samples_per_problem: int = field(
+        default=4,
+        metadata={
+            "help": "k responses per problem. More samples = better baseline and more groups with "
+            "reward variance, at linear generation cost."
+        },
+    )
+    problems_per_iteration: int = field(
+        default=8,
+        metadata={"help": "Problems sampled per iteration. Batch = problems × k responses."},
+    )
+    max_response_tokens: int = field(
+        default=128,
+        metadata={
+            "help": "Hard cap on response length; a response cut here is `truncated` and scores 0."
+        },
+    )
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "Sampling temperature of the rollout engine. 1.0 samples π_θi itself, which "
+            "the OPMD derivation assumes."
+        },
+    )
+    top_p: float = field(
+        default=1.0,
+        metadata={
+            "help": "Nucleus sampling; < 1 makes samples deviate from π_θi (biases the off-policy "
+            "estimate)."
+        },
+    )
+    logprob_reduction: str = field(
+        default="sum",
+        metadata={
+            "help": "log π(y|x) as the `sum` of token log-probs (the report's sequence-level "
+            "quantity) or the `token_mean` (length-normalised; weaker length bias, smaller "
+            "gradient scale)."
+        },
+    )
+    length_penalty_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of the Kimi length reward added to the task reward after warm-up. 0 "
+            "disables it."
+        },
+    )
+    length_penalty_warmup_iters: int = field(
+        default=0,
+        metadata={
+            "help": "Iterations without the length reward at the start (the report warms up so the "
+            "penalty does not slow early learning)."
+        },
+    )
+    num_epochs: int = field(
+        default=1,
+        metadata={
+            "help": "Passes over each iteration's batch. >1 moves further from π_θi per iteration "
+            "(the τ term holds it back)."
+        },
+    )
+    minibatch_size: int = field(
+        default=16,
+        metadata={
+            "help": "Responses per optimizer step. Batch / minibatch_size optimizer steps per "
+            "epoch."
+        },
+    )
+    micro_batch_size: int = field(
+        default=4,
+        metadata={
+            "help": "Responses per forward/backward pass (gradient accumulation). Lower saves "
+            "memory, costs speed; no effect on the maths."
+        },
+    )
+    weight_decay: float = field(
+        default=0.0,
+        metadata={
+            "help": "AdamW weight decay. RL fine-tuning usually uses 0: the τ term already anchors "
+            "θ to the previous iterate."
+        },
+    )
+    adam_betas: tuple[float, float] = field(
+        default=(0.9, 0.99),
+        metadata={
+            "help": "AdamW betas. With a reset every iteration, a short β2 horizon lets the second "
+            "moment warm up within one iteration."
+        },
+    )
+    reference_logprobs: str = field(
+        default="learner",
+        metadata={
+            "help": "Where log π_θi (the τ-term's and the clip's reference) comes from. `learner`: "
+            "one extra forward pass of the learner over the batch at iteration start (exact; also "
+            "logs the engine/learner gap as logp_mismatch_*). `engine`: the log-probs the engine "
+            "returned while sampling, no extra pass (~20 % of a CPU iteration in "
+            "bench/rl_iteration.py). Valid only when the engine samples from π_θi unmodified: "
+            "temperature 1, top_p 1, no partial rollouts; the engine/learner numeric gap (1.7e-5 "
+            "per token in fp32 here, ~1e-2 in bf16 on GPUs) then enters the loss. Check "
+            "logp_mismatch with `learner` before switching."
+        },
+    )
+    reset_optimizer_each_iteration: bool = field(
+        default=True,
+        metadata={
+            "help": "Reset optimizer state at each iteration start (report §2.3.2: each iteration "
+            "is a new problem). Off = moments carry over (ablation)."
+        },
+    )
+    autocast_bf16: bool | str = field(
+        default="auto",
+        metadata={
+            "help": "Learner forward/backward in bf16 autocast over fp32 master weights: ≈4× "
+            "faster matmuls on GPUs and AVX512-BF16/AMX CPUs, ~40× SLOWER where bf16 is emulated "
+            "(AVX2-only CPUs). `auto` decides from the hardware (rllib_k15.hardware)."
+        },
+    )
+    bf16_rounding: str = field(
+        default="dither",
+        metadata={
+            "help": "How fp32 master weights become bf16 for a bf16 engine and the bf16-autocast "
+            "learner forward (rllib_k15.core.rounding). `dither`: unbiased stochastic rounding "
+            "with one dither per iteration shared by engine and learner, so updates far below the "
+            "bf16 step (lr 1e-5 vs ~2e-4) still move the sampled policy — measured: the bf16 "
+            "forward sees 98-100 % of the fp32 change in log π. `nearest`: round-to-nearest; on a "
+            "bf16 checkpoint such updates round back to the old weights (the bf16 forward saw 10 % "
+            "of the change) and small-lr runs stop learning. No effect in fp32."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "Recompute activations in backward: less memory for long responses, ~30% "
+            "slower."
+        },
+    )
+    engine: str = field(
+        default="vllm",
+        metadata={
+            "help": "Rollout engine: `vllm` (product path) or `hf` (transformers.generate; "
+            "reference, slow)."
+        },
+    )
+    engine_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Extra keyword arguments for the engine constructor (e.g. kv_cache_gib, "
+            "max_model_len, enforce_eager)."
+        },
+    )
+    repeat_detection: bool = field(
+        default=True,
+        metadata={
+            "help": "End responses that fell into a loop (rllib_k15.rollout.repetition: a periodic "
+            "tail or a repeated n-gram). They are cut after one copy of the loop, not verified, "
+            "and get `-repeat_penalty`. vLLM cannot stop a request mid-flight from Python, so the "
+            "cut happens after generation: it saves training tokens and gives the penalty, not "
+            "generation time."
+        },
+    )
+    repeat_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Overrides of RepetitionConfig (max_period, min_repeats, min_tokens, "
+            "ngram_size, max_ngram_repeats)."
+        },
+    )
+    repeat_penalty: float = field(
+        default=0.5,
+        metadata={
+            "help": "Reward of a looping response is −repeat_penalty (a wrong answer gets 0), so "
+            "loops are pushed down harder than honest mistakes."
+        },
+    )
+    sampling: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Problem sampling, the fields of rllib_k15.sampling.strategies.SamplingConfig: "
+            "strategy (`uniform` | `curriculum` | `prioritized`), transition_iteration, "
+            "hard_threshold, priority_floor."
+        },
+    )
+    partial_rollout_max_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Partial rollouts (report §2.6; rllib_k15.rollout.groups): each response gets "
+            "at most this many NEW tokens per iteration; an unfinished one is stored and continued "
+            "next iteration from where it stopped, under the new weights. None/0 = off. Smaller = "
+            "an iteration no longer waits for its longest response (less idle engine time with "
+            "heavy-tailed lengths) but more of each trained response comes from older policies, "
+            "short siblings wait for their group, and every continuation re-reads its prefix "
+            "(prefill). Must be < max_response_tokens."
+        },
+    )
+    partial_rollout_train_old_segments: bool = field(
+        default=False,
+        metadata={
+            "help": "Partial rollouts: whether tokens generated in earlier iterations (by older "
+            "policies than π_θi) enter the loss. False (default) masks them out — the OPMD "
+            "surrogate assumes samples from π_θi — at the cost of fewer trained tokens per "
+            "response; True trains on whole responses (more signal, off-policy by up to the "
+            "response's age). Reference log-probs are recomputed for the whole response either way."
+        },
+    )
+    partial_rollout_max_groups: int | None = field(
+        default=None,
+        metadata={
+            "help": "Partial rollouts: bound on problem groups waiting for unfinished members. "
+            "While the store is full no new problem is sampled; nothing is evicted. None = "
+            "problems_per_iteration × ⌈max_response_tokens / partial_rollout_max_tokens⌉: every "
+            "group finishes within that many iterations, so the bound never holds new problems "
+            "back. Smaller caps memory/checkpoint size and group age (fewer off-policy tokens) but "
+            "starves the engine of new problems while long responses finish (measured in "
+            "bench/partial_rollouts.py)."
+        },
+    )
+    eval_interval: int = field(
+        default=0,
+        metadata={"help": "Evaluate held-out Pass@1 every N iterations (0 = never)."},
+    )
+    eval_problems: int = field(
+        default=32,
+        metadata={
+            "help": "Held-out problems per evaluation (indices disjoint from training via "
+            "`eval_env_config`)."
+        },
+    )
+    eval_samples: int = field(
+        default=4,
+        metadata={"help": "Samples per held-out problem (Pass@1 is averaged over them)."},
+    )
+    eval_env_config: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "env_config overrides for the held-out set (e.g. another seed)."},
+    )
+    deepspeed: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "DeepSpeed ZeRO for the learners instead of torch DDP (rllib_k15.distributed; "
+            "docs/scaling.md): None = off, else a dict of DeepSpeedSettings — zero_stage (0-3; "
+            "default 2: gradients + Adam state sharded at DDP's traffic; 3 also shards parameters "
+            "for an all-gather per forward/backward), offload_optimizer / offload_params (host "
+            "RAM; GPU only gains), bf16 ('auto'), overlap_comm, reduce_bucket_size, extra (raw "
+            "DeepSpeed keys). Needs num_learners >= 1; `minibatch_size` stays global (each of N "
+            "learners takes 1/N). Adam moments are sharded and not checkpointed."
+        },
+    )

@@ -12,9 +12,6 @@ loss, implicit rewards, reward accuracy, margin) and ``k15_dpo.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -61,62 +58,46 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from rllib_k15.long2short.data import read_pairs_parquet
     from rllib_k15.long2short.dpo_train import DPOTrainConfig, train_dpo
     from rllib_k15.long2short.training import (
         JsonlLog,
-        checkpoint_dtype,
+        config_from_args,
         load_for_training,
-        save_hf_model,
+        run_training_command,
     )
-    from rllib_k15.models import ModelNotFoundError
+    from rllib_k15.metric_names import DPO_LOSS, DPO_NUM_PAIRS, DPO_REWARD_ACCURACY, DPO_STEPS
 
-    config = DPOTrainConfig(
-        beta=args.beta,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
-        bf16=args.bf16,
-        max_length=args.max_length,
-        use_chat_template=not args.no_chat_template,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    try:
+    config = config_from_args(DPOTrainConfig, args, beta=args.beta)
+
+    def check() -> None:
         if args.beta <= 0:
             raise ValueError(f"--beta ({args.beta}) must be > 0")
-        pairs = read_pairs_parquet(args.pairs)
-        if not pairs:
-            raise ValueError(f"{args.pairs} holds no pairs")
-        torch.manual_seed(args.seed)
-        model, tokenizer, path = load_for_training(args.model)
+
+    def train(model: Any, tokenizer: Any, pairs: list, metrics_path: Path) -> dict:
         ref = load_for_training(args.ref_model)[0].eval() if args.ref_model else None
-        out = Path(args.out)
-        metrics = train_dpo(
-            model, ref, tokenizer, pairs, config, on_step=JsonlLog(out / "metrics.jsonl")
+        return train_dpo(model, ref, tokenizer, pairs, config, on_step=JsonlLog(metrics_path))
+
+    def report(metrics: dict[str, Any], out: Path) -> str:
+        return (
+            f"dpo: {metrics[DPO_NUM_PAIRS]} pairs, {metrics[DPO_STEPS]} steps, "
+            f"last-epoch loss {metrics[DPO_LOSS]:.4f}, reward accuracy "
+            f"{metrics[DPO_REWARD_ACCURACY]:.2f} -> {out}"
         )
-        del ref
-    except (ValueError, FileNotFoundError, ModelNotFoundError) as err:
-        print(f"k15 dpo: error: {err}", file=sys.stderr)
-        return 2
-    dtype = checkpoint_dtype(path) if args.save_dtype == "auto" else args.save_dtype
-    save_hf_model(model, tokenizer, out, dtype=dtype)
-    summary = {
-        "model": str(args.model),
-        "ref_model": str(args.ref_model or args.model),
-        "pairs": str(args.pairs),
-        "config": dataclasses.asdict(config),
-        "saved_dtype": dtype,
-        "metrics": metrics,
-    }
-    (out / "k15_dpo.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        f"dpo: {metrics['dpo/num_pairs']} pairs, {metrics['dpo/steps']} steps, "
-        f"last-epoch loss {metrics['dpo/loss']:.4f}, reward accuracy "
-        f"{metrics['dpo/rewards_accuracy']:.2f} -> {out}"
+
+    return run_training_command(
+        args,
+        command="dpo",
+        config=config,
+        data=args.pairs,
+        read=read_pairs_parquet,
+        what="pairs",
+        train=train,
+        inputs={
+            "model": str(args.model),
+            "ref_model": str(args.ref_model or args.model),
+            "pairs": str(args.pairs),
+        },
+        report=report,
+        check=check,
     )
-    return 0

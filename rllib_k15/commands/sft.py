@@ -12,9 +12,6 @@ optimiser step) and ``k15_sft.json`` (settings and final metrics).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -60,56 +57,31 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from rllib_k15.long2short.data import read_sft_parquet
     from rllib_k15.long2short.sft import SFTConfig, train_sft
-    from rllib_k15.long2short.training import (
-        JsonlLog,
-        checkpoint_dtype,
-        load_for_training,
-        save_hf_model,
-    )
-    from rllib_k15.models import ModelNotFoundError
+    from rllib_k15.long2short.training import JsonlLog, config_from_args, run_training_command
+    from rllib_k15.metric_names import SFT_EPOCH_LOSSES, SFT_NUM_EXAMPLES, SFT_STEPS
 
-    config = SFTConfig(
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
-        bf16=args.bf16,
-        max_length=args.max_length,
-        use_chat_template=not args.no_chat_template,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    try:
-        examples = read_sft_parquet(args.data)
-        if not examples:
-            raise ValueError(f"{args.data} holds no examples")
-        torch.manual_seed(args.seed)
-        model, tokenizer, path = load_for_training(args.model)
-        out = Path(args.out)
-        metrics = train_sft(
-            model, tokenizer, examples, config, on_step=JsonlLog(out / "metrics.jsonl")
+    config = config_from_args(SFTConfig, args)
+
+    def train(model: Any, tokenizer: Any, examples: list, metrics_path: Path) -> dict:
+        return train_sft(model, tokenizer, examples, config, on_step=JsonlLog(metrics_path))
+
+    def report(metrics: dict[str, Any], out: Path) -> str:
+        epochs = ", ".join(f"{v:.4f}" for v in metrics[SFT_EPOCH_LOSSES])
+        return (
+            f"sft: {metrics[SFT_NUM_EXAMPLES]} examples, {metrics[SFT_STEPS]} steps, "
+            f"epoch losses [{epochs}] -> {out}"
         )
-    except (ValueError, FileNotFoundError, ModelNotFoundError) as err:
-        print(f"k15 sft: error: {err}", file=sys.stderr)
-        return 2
-    dtype = checkpoint_dtype(path) if args.save_dtype == "auto" else args.save_dtype
-    save_hf_model(model, tokenizer, out, dtype=dtype)
-    summary = {
-        "model": str(args.model),
-        "data": str(args.data),
-        "config": dataclasses.asdict(config),
-        "saved_dtype": dtype,
-        "metrics": metrics,
-    }
-    (out / "k15_sft.json").write_text(json.dumps(summary, indent=2) + "\n")
-    epochs = ", ".join(f"{v:.4f}" for v in metrics["sft/epoch_losses"])
-    print(
-        f"sft: {metrics['sft/num_examples']} examples, {metrics['sft/steps']} steps, "
-        f"epoch losses [{epochs}] -> {out}"
+
+    return run_training_command(
+        args,
+        command="sft",
+        config=config,
+        data=args.data,
+        read=read_sft_parquet,
+        what="examples",
+        train=train,
+        inputs={"model": str(args.model), "data": str(args.data)},
+        report=report,
     )
-    return 0

@@ -36,6 +36,7 @@ from rllib_k15.distributed.deepspeed_config import (
     import_deepspeed,
     make_adamw,
 )
+from rllib_k15.metric_names import DPO_NUM_SKIPPED, SFT_NUM_SKIPPED
 
 __all__ = [
     "DeepSpeedStep",
@@ -161,59 +162,80 @@ def _write_metrics(out_dir: str | Path, metrics: Mapping[str, Any]) -> None:
     (Path(out_dir) / METRICS_FILE).write_text(json.dumps(keep, indent=2) + "\n")
 
 
-def _sft_worker(config: dict) -> None:
+@dataclasses.dataclass(frozen=True)
+class _Trainer:
+    """What differs between the SFT and the DPO worker."""
+
+    config_cls: type
+    fits: Callable[[Any, Any, Any], bool]
+    """(tokenizer, item, config) -> whether the item is within ``max_length``."""
+    train: Callable[[Any, Any, list, Any, Any], dict[str, Any]]
+    """(engine, tokenizer, shard, config, step_fn) -> metrics."""
+    rows_per_item: int
+    """Forward rows per data item (DPO: a chosen and a rejected row)."""
+    skipped: str
+    """Metric name of the number of too-long items dropped."""
+
+
+def _trainer(kind: str) -> _Trainer:
+    """The trainer ``kind`` ("sft" or "dpo"); imported on the worker."""
+    if kind == "sft":
+        from rllib_k15.long2short.sft import SFTConfig, encode_sft_examples, train_sft
+
+        return _Trainer(
+            SFTConfig,
+            fits=lambda tokenizer, ex, cfg: encode_sft_examples(tokenizer, [ex], cfg)[1] == 0,
+            train=lambda engine, tokenizer, shard, cfg, step: train_sft(
+                engine, tokenizer, shard, cfg, step_fn=step
+            ),
+            rows_per_item=1,
+            skipped=SFT_NUM_SKIPPED,
+        )
+    if kind == "dpo":
+        from rllib_k15.long2short.dpo_train import DPOTrainConfig, encode_pairs, train_dpo
+
+        return _Trainer(
+            DPOTrainConfig,
+            fits=lambda tokenizer, pair, cfg: encode_pairs(tokenizer, [pair], cfg)[1] == 0,
+            # ref_model=None: π_ref = the starting model
+            train=lambda engine, tokenizer, shard, cfg, step: train_dpo(
+                engine, None, tokenizer, shard, cfg, step_fn=step
+            ),
+            rows_per_item=2,
+            skipped=DPO_NUM_SKIPPED,
+        )
+    raise ValueError(f"unknown offline trainer {kind!r}")
+
+
+def _worker(config: dict) -> None:
+    """One Ray Train worker of :func:`distributed_sft` / :func:`distributed_dpo`: load the
+    model, drop too-long items, take this rank's shard, train with a DeepSpeed engine,
+    save (rank 0) and write the metrics."""
     import ray.train
 
-    from rllib_k15.long2short.sft import SFTConfig, encode_sft_examples, train_sft
     from rllib_k15.long2short.training import load_for_training
 
+    trainer = _trainer(config["trainer"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     model, tokenizer, _ = load_for_training(config["model"])
-    cfg = SFTConfig(**config["sft"])
-    # drop too-long examples BEFORE sharding: every rank must run the same number of steps
-    kept = [ex for ex in config["examples"] if encode_sft_examples(tokenizer, [ex], cfg)[1] == 0]
+    cfg = trainer.config_cls(**config["settings"])
+    # drop too-long items BEFORE sharding: every rank must run the same number of steps
+    kept = [item for item in config["data"] if trainer.fits(tokenizer, item, cfg)]
     cfg = dataclasses.replace(cfg, batch_size=_per_rank(cfg.batch_size, world), progress=False)
     engine = deepspeed_engine(
         model,
         config["deepspeed"],
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
-        micro_batch_size=cfg.batch_size,
+        micro_batch_size=trainer.rows_per_item * cfg.batch_size,
         grad_clip=cfg.max_grad_norm,
     )
-    metrics = train_sft(engine, tokenizer, equal_shard(kept, rank, world), cfg,
-                        step_fn=DeepSpeedStep(engine))  # fmt: skip
+    shard = equal_shard(kept, rank, world)
+    metrics = trainer.train(engine, tokenizer, shard, cfg, DeepSpeedStep(engine))
     save_gathered(engine, tokenizer, config["out_dir"])
-    skipped = len(config["examples"]) - len(kept)
-    _write_metrics(config["out_dir"], {**metrics, "sft/num_skipped_too_long": skipped})
-
-
-def _dpo_worker(config: dict) -> None:
-    import ray.train
-
-    from rllib_k15.long2short.dpo_train import DPOTrainConfig, encode_pairs, train_dpo
-    from rllib_k15.long2short.training import load_for_training
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    model, tokenizer, _ = load_for_training(config["model"])
-    cfg = DPOTrainConfig(**config["dpo"])
-    kept = [p for p in config["pairs"] if encode_pairs(tokenizer, [p], cfg)[1] == 0]
-    cfg = dataclasses.replace(cfg, batch_size=_per_rank(cfg.batch_size, world), progress=False)
-    engine = deepspeed_engine(
-        model,
-        config["deepspeed"],
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        micro_batch_size=2 * cfg.batch_size,  # chosen and rejected rows
-        grad_clip=cfg.max_grad_norm,
-    )
-    metrics = train_dpo(engine, None, tokenizer, equal_shard(kept, rank, world), cfg,
-                        step_fn=DeepSpeedStep(engine))  # fmt: skip
-    save_gathered(engine, tokenizer, config["out_dir"])
-    skipped = len(config["pairs"]) - len(kept)
-    _write_metrics(config["out_dir"], {**metrics, "dpo/num_skipped_too_long": skipped})
+    skipped = len(config["data"]) - len(kept)
+    _write_metrics(config["out_dir"], {**metrics, trainer.skipped: skipped})
 
 
 def _per_rank(batch_size: int, world: int) -> int:
@@ -223,6 +245,29 @@ def _per_rank(batch_size: int, world: int) -> int:
             "each worker takes batch_size / num_workers rows per step"
         )
     return batch_size // world
+
+
+def _distribute(
+    kind: str,
+    model: str | Path,
+    data: Sequence[Any],
+    config: Any,
+    out_dir: str | Path,
+    num_workers: int,
+    deepspeed: Mapping[str, Any] | None,
+    run_kwargs: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Run :func:`_worker` with trainer ``kind``; returns rank 0's metrics."""
+    train_config = {
+        "trainer": kind,
+        "model": str(model),
+        "data": list(data),
+        "settings": dataclasses.asdict(config),
+        "out_dir": str(Path(out_dir).resolve()),
+    }
+    run_distributed(_worker, train_config, num_workers=num_workers, deepspeed=deepspeed,
+                    **run_kwargs)  # fmt: skip
+    return json.loads((Path(train_config["out_dir"]) / METRICS_FILE).read_text())
 
 
 def distributed_sft(
@@ -237,15 +282,7 @@ def distributed_sft(
 ) -> dict[str, Any]:
     """:func:`rllib_k15.long2short.sft.train_sft` on ``num_workers`` DeepSpeed ranks; saves
     the fine-tuned model to ``out_dir`` and returns rank 0's metrics."""
-    train_config = {
-        "model": str(model),
-        "examples": list(examples),
-        "sft": dataclasses.asdict(config),
-        "out_dir": str(Path(out_dir).resolve()),
-    }
-    run_distributed(_sft_worker, train_config, num_workers=num_workers, deepspeed=deepspeed,
-                    **run_kwargs)  # fmt: skip
-    return json.loads((Path(train_config["out_dir"]) / METRICS_FILE).read_text())
+    return _distribute("sft", model, examples, config, out_dir, num_workers, deepspeed, run_kwargs)
 
 
 def distributed_dpo(
@@ -260,12 +297,4 @@ def distributed_dpo(
 ) -> dict[str, Any]:
     """:func:`rllib_k15.long2short.dpo_train.train_dpo` (π_ref = the starting model) on
     ``num_workers`` DeepSpeed ranks; saves to ``out_dir``, returns rank 0's metrics."""
-    train_config = {
-        "model": str(model),
-        "pairs": list(pairs),
-        "dpo": dataclasses.asdict(config),
-        "out_dir": str(Path(out_dir).resolve()),
-    }
-    run_distributed(_dpo_worker, train_config, num_workers=num_workers, deepspeed=deepspeed,
-                    **run_kwargs)  # fmt: skip
-    return json.loads((Path(train_config["out_dir"]) / METRICS_FILE).read_text())
+    return _distribute("dpo", model, pairs, config, out_dir, num_workers, deepspeed, run_kwargs)

@@ -7,9 +7,10 @@ tokens) are computed once for the whole data set before the first update — wit
 each step needs only the policy's forward pass over ``[chosen rows; rejected rows]``.
 The loss is :func:`rllib_k15.core.losses.dpo.dpo_loss`.
 
-Structure: :func:`dpo_batch_loss` (forward + pure loss), :func:`train_dpo` (the loop:
-AdamW or a given ``step_fn``, optional bf16 autocast, progress bar, logged metrics). On
-several Ray Train workers with DeepSpeed: :func:`rllib_k15.distributed.offline.distributed_dpo`.
+Structure: :func:`dpo_batch_loss` (forward + pure loss), :func:`train_dpo` (the shared
+loop :func:`rllib_k15.long2short.training.run_epochs` with that loss: AdamW or a given
+``step_fn``, optional bf16 autocast, progress bar, logged metrics). On several Ray Train
+workers with DeepSpeed: :func:`rllib_k15.distributed.offline.distributed_dpo`.
 
 CLI: ``k15 dpo --model M --pairs pairs.parquet --beta 0.1 --out DIR``.
 """
@@ -17,28 +18,42 @@ CLI: ``k15 dpo --model M --pairs pairs.parquet --beta 0.1 --out DIR``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
-from rllib_k15.core.losses.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, dpo_loss, sequence_logps
+from rllib_k15.core.losses.dpo import dpo_loss, sequence_logps
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
 from rllib_k15.long2short.training import (
-    AdamWStep,
     StepFn,
+    StepLog,
     autocast,
     encode_prompt,
     encode_response,
-    num_batches,
     pad_token_id,
-    shuffled_batches,
+    require_epochs,
+    run_epochs,
+    warn_skipped,
+)
+from rllib_k15.metric_names import (
+    DPO_EPOCH_LOSSES,
+    DPO_GRAD_NORM,
+    DPO_LOSS,
+    DPO_NUM_PAIRS,
+    DPO_NUM_SKIPPED,
+    DPO_REWARD_ACCURACY,
+    DPO_STEPS,
 )
 
 __all__ = [
     "DPO_EPOCH_LOSSES",
+    "DPO_GRAD_NORM",
+    "DPO_LOSS",
+    "DPO_NUM_PAIRS",
+    "DPO_NUM_SKIPPED",
+    "DPO_REWARD_ACCURACY",
     "DPO_STEPS",
     "DPOTrainConfig",
     "EncodedPair",
@@ -52,11 +67,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DPO_STEPS = "dpo/steps"
-DPO_EPOCH_LOSSES = "dpo/epoch_losses"
-DPO_NUM_PAIRS = "dpo/num_pairs"
-DPO_NUM_SKIPPED = "dpo/num_skipped_too_long"
-DPO_GRAD_NORM = "dpo/grad_norm"
+
+def _postfix(metrics: Mapping[str, float]) -> dict[str, str]:
+    """Progress-bar fields: loss and reward accuracy."""
+    return {"loss": f"{metrics[DPO_LOSS]:.4f}", "acc": f"{metrics[DPO_REWARD_ACCURACY]:.2f}"}
+
+
+_STEP_LOG = StepLog(
+    name="dpo",
+    loss=DPO_LOSS,
+    grad_norm=DPO_GRAD_NORM,
+    describe=lambda metrics: " ".join(f"{k}={v:.4f}" for k, v in metrics.items()),
+    postfix=_postfix,
+    logger=logger,
+)
 
 
 class Pair(Protocol):
@@ -239,57 +263,22 @@ def train_dpo(
     (a DeepSpeed engine passes its own, see :mod:`rllib_k15.distributed.offline`).
     """
     config = config or DPOTrainConfig()
-    if config.epochs < 1:
-        raise ValueError(f"`epochs` ({config.epochs}) must be >= 1")
+    require_epochs(config)
     encoded, skipped, ref = _prepare(model, ref_model, tokenizer, pairs, config)
-    if skipped:
-        logger.warning(
-            "skipped %d of %d pairs longer than %d tokens", skipped, len(pairs), config.max_length
-        )
+    warn_skipped(logger, skipped, len(pairs), "pairs", config.max_length)
     device, pad = next(model.parameters()).device, pad_token_id(tokenizer)
-    step = step_fn or AdamWStep(model, config.lr, config.weight_decay, config.max_grad_norm)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    steps, epoch_losses = 0, []
-    last: dict[str, float] = {}
-    total = config.epochs * num_batches(len(encoded), config.batch_size)
-    bar = tqdm(total=total, desc="dpo", disable=not config.progress)
-    for epoch in range(config.epochs):
-        losses = []
-        for batch in shuffled_batches(encoded, config.batch_size, generator):
-            idx = torch.tensor([p.index for p in batch])
-            loss, last = dpo_batch_loss(
-                model,
-                pack_pairs(batch, pad, device),
-                ref[idx, 0],
-                ref[idx, 1],
-                config.beta,
-                config.bf16,
-            )
-            last[DPO_GRAD_NORM] = step(loss)
-            losses.append(last[DPO_LOSS])
-            steps += 1
-            if on_step is not None:
-                on_step(steps, {**last, "dpo/epoch": float(epoch)})
-            bar.update(1)
-            bar.set_postfix(
-                epoch=epoch, loss=f"{last[DPO_LOSS]:.4f}", acc=f"{last[DPO_REWARD_ACCURACY]:.2f}"
-            )
-            if steps % config.log_every == 0:
-                logger.info(
-                    "dpo step %d epoch %d %s",
-                    steps,
-                    epoch,
-                    " ".join(f"{k}={v:.4f}" for k, v in last.items()),
-                )
-        epoch_losses.append(sum(losses) / len(losses))
-        logger.info("dpo epoch %d mean loss %.4f", epoch, epoch_losses[-1])
-    bar.close()
+
+    def batch_loss(batch: list[EncodedPair]) -> tuple[torch.Tensor, dict[str, float]]:
+        idx = torch.tensor([p.index for p in batch])
+        packed = pack_pairs(batch, pad, device)
+        return dpo_batch_loss(model, packed, ref[idx, 0], ref[idx, 1], config.beta, config.bf16)
+
+    result = run_epochs(model, encoded, batch_loss, config, _STEP_LOG, on_step, step_fn)
     return {
-        **last,
-        DPO_LOSS: epoch_losses[-1],
-        DPO_EPOCH_LOSSES: epoch_losses,
-        DPO_STEPS: steps,
+        **result.last,
+        DPO_LOSS: result.epoch_losses[-1],
+        DPO_EPOCH_LOSSES: result.epoch_losses,
+        DPO_STEPS: result.steps,
         DPO_NUM_PAIRS: len(encoded),
         DPO_NUM_SKIPPED: skipped,
     }

@@ -8,7 +8,8 @@ padding are masked), averaged over all response tokens of the mini-batch:
 
 Optimiser: AdamW; optional bf16 autocast (weights and optimiser state stay fp32).
 Structure: :func:`sft_loss` is the pure math, :func:`sft_batch_loss` the forward pass on a
-packed batch, :func:`train_sft` the loop with a progress bar (AdamW, or a given
+packed batch, :func:`train_sft` the shared loop
+:func:`rllib_k15.long2short.training.run_epochs` with that loss (AdamW, or a given
 ``step_fn``). On several Ray Train workers with DeepSpeed:
 :func:`rllib_k15.distributed.offline.distributed_sft`.
 
@@ -18,31 +19,42 @@ CLI: ``k15 sft --model M --data data.parquet --out DIR``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from tqdm.auto import tqdm
 
-from rllib_k15.core.losses.sft import SFT_LOSS, SFT_NUM_TOKENS, sft_loss
+from rllib_k15.core.losses.sft import sft_loss
 from rllib_k15.core.sequences import PackedSequences, pack_sequences, token_logprobs
 from rllib_k15.long2short.training import (
-    AdamWStep,
     StepFn,
+    StepLog,
     autocast,
     encode_prompt,
     encode_response,
-    num_batches,
     pad_token_id,
-    shuffled_batches,
+    require_epochs,
+    run_epochs,
+    warn_skipped,
+)
+from rllib_k15.metric_names import (
+    SFT_EPOCH_LOSSES,
+    SFT_GRAD_NORM,
+    SFT_LOSS,
+    SFT_NUM_EXAMPLES,
+    SFT_NUM_SKIPPED,
+    SFT_NUM_TOKENS,
+    SFT_STEPS,
 )
 
 __all__ = [
     "SFT_EPOCH_LOSSES",
+    "SFT_GRAD_NORM",
     "SFT_LOSS",
     "SFT_NUM_EXAMPLES",
     "SFT_NUM_SKIPPED",
+    "SFT_NUM_TOKENS",
     "SFT_STEPS",
     "SFTConfig",
     "encode_sft_examples",
@@ -54,11 +66,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SFT_STEPS = "sft/steps"
-SFT_NUM_EXAMPLES = "sft/num_examples"
-SFT_NUM_SKIPPED = "sft/num_skipped_too_long"
-SFT_EPOCH_LOSSES = "sft/epoch_losses"
-SFT_GRAD_NORM = "sft/grad_norm"
+
+def _describe(metrics: Mapping[str, float]) -> str:
+    """The tail of the every-``log_every`` log line: loss and grad norm."""
+    return f"loss {metrics[SFT_LOSS]:.4f} grad_norm {metrics[SFT_GRAD_NORM]:.3f}"
+
+
+_STEP_LOG = StepLog(
+    name="sft",
+    loss=SFT_LOSS,
+    grad_norm=SFT_GRAD_NORM,
+    describe=_describe,
+    postfix=lambda metrics: {"loss": f"{metrics[SFT_LOSS]:.4f}"},
+    logger=logger,
+)
 
 
 class PromptResponse(Protocol):
@@ -158,54 +179,26 @@ def train_sft(
     (a DeepSpeed engine passes its own, see :mod:`rllib_k15.distributed.offline`).
     """
     config = config or SFTConfig()
-    if config.epochs < 1:
-        raise ValueError(f"`epochs` ({config.epochs}) must be >= 1")
+    require_epochs(config)
     encoded, skipped = encode_sft_examples(tokenizer, examples, config)
     if not encoded:
         raise ValueError(
             f"no SFT example fits `max_length` ({config.max_length}); "
             f"{skipped} of {len(examples)} were too long"
         )
-    if skipped:
-        logger.warning(
-            "skipped %d of %d examples longer than %d tokens",
-            skipped,
-            len(examples),
-            config.max_length,
-        )
+    warn_skipped(logger, skipped, len(examples), "examples", config.max_length)
     device, pad = next(model.parameters()).device, pad_token_id(tokenizer)
-    step = step_fn or AdamWStep(model, config.lr, config.weight_decay, config.max_grad_norm)
-    generator = torch.Generator().manual_seed(config.seed)
-    model.train()
-    steps, epoch_losses = 0, []
-    total_steps = config.epochs * num_batches(len(encoded), config.batch_size)
-    bar = tqdm(total=total_steps, desc="sft", disable=not config.progress)
-    for epoch in range(config.epochs):
-        losses = []
-        for batch in shuffled_batches(encoded, config.batch_size, generator):
-            loss, metrics = sft_batch_loss(model, _pack(batch, pad, device), config.bf16)
-            metrics[SFT_GRAD_NORM] = step(loss)
-            losses.append(metrics[SFT_LOSS])
-            steps += 1
-            if on_step is not None:
-                on_step(steps, {**metrics, "sft/epoch": float(epoch)})
-            bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{metrics[SFT_LOSS]:.4f}")
-            if steps % config.log_every == 0:
-                logger.info(
-                    "sft step %d epoch %d loss %.4f grad_norm %.3f",
-                    steps,
-                    epoch,
-                    metrics[SFT_LOSS],
-                    metrics[SFT_GRAD_NORM],
-                )
-        epoch_losses.append(sum(losses) / len(losses))
-        logger.info("sft epoch %d mean loss %.4f", epoch, epoch_losses[-1])
-    bar.close()
+
+    def batch_loss(
+        batch: list[tuple[list[int], list[int]]],
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        return sft_batch_loss(model, _pack(batch, pad, device), config.bf16)
+
+    result = run_epochs(model, encoded, batch_loss, config, _STEP_LOG, on_step, step_fn)
     return {
-        SFT_LOSS: epoch_losses[-1],
-        SFT_EPOCH_LOSSES: epoch_losses,
-        SFT_STEPS: steps,
+        SFT_LOSS: result.epoch_losses[-1],
+        SFT_EPOCH_LOSSES: result.epoch_losses,
+        SFT_STEPS: result.steps,
         SFT_NUM_EXAMPLES: len(encoded),
         SFT_NUM_SKIPPED: skipped,
     }

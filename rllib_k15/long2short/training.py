@@ -10,35 +10,50 @@ where to stop — which is the point of long2short.
 The step helpers are plain PyTorch. A trainer takes a ``step_fn(loss) -> grad norm`` (a
 :data:`StepFn`): :class:`AdamWStep` here, or a DeepSpeed engine's backward + step from
 :mod:`rllib_k15.distributed.offline`, which runs the same trainers on Ray Train workers.
+Both trainers run the one epoch loop :func:`run_epochs` with their own mini-batch loss;
+both commands (``k15 sft``, ``k15 dpo``) run the one skeleton :func:`run_training_command`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import json
+import logging
 import math
-from collections.abc import Callable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
+from tqdm.auto import tqdm
 
 from rllib_k15.engine.base import encode_chat
 
 __all__ = [
     "AdamWStep",
+    "EpochsResult",
     "JsonlLog",
+    "LoopConfig",
     "StepFn",
+    "StepLog",
     "autocast",
     "checkpoint_dtype",
+    "config_from_args",
     "encode_prompt",
     "encode_response",
     "load_for_training",
     "num_batches",
     "optimizer_step",
     "pad_token_id",
+    "require_epochs",
+    "run_epochs",
+    "run_training_command",
     "save_hf_model",
     "shuffled_batches",
+    "warn_skipped",
 ]
 
 T = TypeVar("T")
@@ -133,6 +148,105 @@ class AdamWStep:
         return optimizer_step(self.model, self.optimizer, loss, self.max_grad_norm)
 
 
+class LoopConfig(Protocol):
+    """The settings :func:`run_epochs` reads (``SFTConfig`` and ``DPOTrainConfig`` have them)."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    weight_decay: float
+    max_grad_norm: float | None
+    seed: int
+    log_every: int
+    progress: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StepLog:
+    """How one trainer's :func:`run_epochs` names its metrics and reports its steps."""
+
+    name: str
+    """E.g. "sft": the progress bar's label, the log lines' head, the ``<name>/epoch`` metric."""
+    loss: str
+    """Metric name of the mini-batch loss (averaged into the epoch losses)."""
+    grad_norm: str
+    """Metric name the step's global grad norm is stored under."""
+    describe: Callable[[Mapping[str, float]], str]
+    """The tail of the log line written every ``log_every`` steps."""
+    postfix: Callable[[Mapping[str, float]], dict[str, str]]
+    """Progress-bar fields shown after ``epoch``."""
+    logger: logging.Logger
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochsResult:
+    """What :func:`run_epochs` returns."""
+
+    epoch_losses: list[float]
+    """Mean mini-batch loss of each epoch."""
+    steps: int
+    last: dict[str, float]
+    """The metrics of the last step (its grad norm included)."""
+
+
+def require_epochs(config: LoopConfig) -> None:
+    """Reject ``epochs < 1`` before any work is done."""
+    if config.epochs < 1:
+        raise ValueError(f"`epochs` ({config.epochs}) must be >= 1")
+
+
+def warn_skipped(
+    logger: logging.Logger, skipped: int, total: int, what: str, max_length: int
+) -> None:
+    """Log how many of ``total`` items were dropped as longer than ``max_length`` tokens."""
+    if skipped:
+        logger.warning(
+            "skipped %d of %d %s longer than %d tokens", skipped, total, what, max_length
+        )
+
+
+def run_epochs(
+    model: torch.nn.Module,
+    items: Sequence[T],
+    loss_fn: Callable[[list[T]], tuple[torch.Tensor, dict[str, float]]],
+    config: LoopConfig,
+    log: StepLog,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    step_fn: StepFn | None = None,
+) -> EpochsResult:
+    """The training loop of both offline trainers: ``config.epochs`` passes over ``items``
+    in :func:`shuffled_batches` (one generator seeded with ``config.seed``), per mini-batch
+    ``loss, metrics = loss_fn(batch)`` then ``step_fn(loss)`` (default :class:`AdamWStep`),
+    ``on_step(step, metrics + {<name>/epoch})``, a progress bar and a log line every
+    ``config.log_every`` steps. The model is put in train mode first.
+    """
+    step = step_fn or AdamWStep(model, config.lr, config.weight_decay, config.max_grad_norm)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.train()
+    steps, epoch_losses, last = 0, [], {}
+    total = config.epochs * num_batches(len(items), config.batch_size)
+    bar = tqdm(total=total, desc=log.name, disable=not config.progress)
+    for epoch in range(config.epochs):
+        losses = []
+        for batch in shuffled_batches(items, config.batch_size, generator):
+            loss, last = loss_fn(batch)
+            last[log.grad_norm] = step(loss)
+            losses.append(last[log.loss])
+            steps += 1
+            if on_step is not None:
+                on_step(steps, {**last, f"{log.name}/epoch": float(epoch)})
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, **log.postfix(last))
+            if steps % config.log_every == 0:
+                log.logger.info(
+                    "%s step %d epoch %d %s", log.name, steps, epoch, log.describe(last)
+                )
+        epoch_losses.append(sum(losses) / len(losses))
+        log.logger.info("%s epoch %d mean loss %.4f", log.name, epoch, epoch_losses[-1])
+    bar.close()
+    return EpochsResult(epoch_losses, steps, last)
+
+
 def checkpoint_dtype(model_dir: str | Path) -> str:
     """The dtype a HF directory was saved in (``config.json``), "float32" if unstated."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
@@ -182,3 +296,74 @@ class JsonlLog:
     def __call__(self, step: int, metrics: dict[str, float]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **metrics}) + "\n")
+
+
+# ------------------------------------------------------- the `k15 sft` / `k15 dpo` body
+C = TypeVar("C")
+
+
+def config_from_args(config_cls: type[C], args: argparse.Namespace, **extra: Any) -> C:
+    """The trainer settings shared by ``k15 sft`` and ``k15 dpo`` from their flags
+    (``--max-grad-norm <= 0`` disables clipping), plus ``extra`` (e.g. DPO's β)."""
+    return config_cls(
+        **extra,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm if args.max_grad_norm > 0 else None,
+        bf16=args.bf16,
+        max_length=args.max_length,
+        use_chat_template=not args.no_chat_template,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+
+
+def run_training_command(
+    args: argparse.Namespace,
+    *,
+    command: str,
+    config: Any,
+    data: str,
+    read: Callable[[str], Sequence[Any]],
+    what: str,
+    train: Callable[[Any, Any, Sequence[Any], Path], dict[str, Any]],
+    inputs: Mapping[str, str],
+    report: Callable[[dict[str, Any], Path], str],
+    check: Callable[[], None] | None = None,
+) -> int:
+    """The body of ``k15 <command>``; returns its exit code (2 on bad input or model).
+
+    ``check()``, ``read(data)`` (must hold some ``what``), seed torch with ``--seed``, load
+    ``--model`` (fp32), ``train(model, tokenizer, items, metrics_path)`` (which logs its
+    steps to ``--out``/metrics.jsonl), save ``--out`` as a HF directory in ``--save-dtype``,
+    write ``k15_<command>.json`` (``inputs``, config, saved dtype, metrics) and print
+    ``report(metrics, out)``.
+    """
+    from rllib_k15.models import ModelNotFoundError
+
+    try:
+        if check is not None:
+            check()
+        items = read(data)
+        if not items:
+            raise ValueError(f"{data} holds no {what}")
+        torch.manual_seed(args.seed)
+        model, tokenizer, path = load_for_training(args.model)
+        out = Path(args.out)
+        metrics = train(model, tokenizer, items, out / "metrics.jsonl")
+    except (ValueError, FileNotFoundError, ModelNotFoundError) as err:
+        print(f"k15 {command}: error: {err}", file=sys.stderr)
+        return 2
+    dtype = checkpoint_dtype(path) if args.save_dtype == "auto" else args.save_dtype
+    save_hf_model(model, tokenizer, out, dtype=dtype)
+    summary = {
+        **inputs,
+        "config": dataclasses.asdict(config),
+        "saved_dtype": dtype,
+        "metrics": metrics,
+    }
+    (out / f"k15_{command}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(report(metrics, out))
+    return 0

@@ -30,7 +30,7 @@ TARGET_SECONDS = 1.0  # target: weight sync <= 1 s for 135M
 def measure_weight_sync(algo: Any, repeats: int) -> dict[str, Any]:
     """Time ``repeats`` full learner → engine syncs on a built algorithm whose EnvRunner is
     local (``num_env_runners=0``) and whose engine has started."""
-    from rllib_k15.algorithm.env_runner import WEIGHT_SYNC_SECONDS
+    from rllib_k15.metric_names import WEIGHT_SYNC_SECONDS
 
     runner = algo.env_runner
     total, engine = [], []
@@ -41,7 +41,7 @@ def measure_weight_sync(algo: Any, repeats: int) -> dict[str, Any]:
         )
         total.append(time.perf_counter() - start)
         engine.append(float(runner.metrics.peek(WEIGHT_SYNC_SECONDS)))
-    state = algo.learner_group._learner.hf_state_dict()
+    state = algo.local_learner.hf_state_dict()
     return {
         "sync_seconds": total,
         "engine_load_seconds": engine,

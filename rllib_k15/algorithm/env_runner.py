@@ -18,13 +18,17 @@ finished responses, scored, next to the still unfinished ones. The store of unfi
 responses lives on the driver (:mod:`rllib_k15.rollout.groups`), so runners stay
 stateless and any runner can continue any response.
 
+The generation, loop cutting, grading and record building of both calls are the pure
+functions of :mod:`rllib_k15.rollout.generate`; this class owns the engine, its weights,
+the metrics (from the calls' :class:`~rllib_k15.rollout.generate.RolloutStats`) and RLlib's
+plumbing.
+
 It runs locally (``num_env_runners=0``) or as remote Ray actors; it is Checkpointable so
 RLlib can include it in algorithm checkpoints (it has no state besides counters).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -36,20 +40,29 @@ from ray.rllib.env.env_runner import EnvRunner
 from ray.rllib.utils.checkpoints import Checkpointable
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
+from rllib_k15.engine import Completion
 from rllib_k15.env_factory import make_reasoning_env
-from rllib_k15.rollout.partial import PartialRollout, SegmentStatus
+from rllib_k15.metric_names import (
+    GENERATED_TOKENS,
+    GENERATION_SECONDS,
+    GENERATION_TOKENS_PER_S,
+    REPEAT_TOKENS_CUT,
+    REPEATS_DETECTED,
+    SCORING_SECONDS,
+    WEIGHT_SYNC_SECONDS,
+)
+from rllib_k15.rollout.generate import (
+    RolloutSettings,
+    RolloutStats,
+    cut_loop,
+    generate_rollouts,
+    generate_segments,
+    penalise_loop,
+)
+from rllib_k15.rollout.partial import PartialRollout
 from rllib_k15.rollout.records import Rollout
 
 log = logging.getLogger(__name__)
-
-# EnvRunner metric names
-GENERATION_SECONDS = "generation_seconds"
-SCORING_SECONDS = "scoring_seconds"
-WEIGHT_SYNC_SECONDS = "weight_sync_seconds"
-GENERATED_TOKENS = "generated_tokens"
-GENERATION_TOKENS_PER_S = "generation_tokens_per_s"
-REPEATS_DETECTED = "repeats_detected"
-REPEAT_TOKENS_CUT = "repeat_tokens_cut"
 
 
 def module_state_to_hf(state: dict[str, Any]) -> dict[str, Any]:
@@ -108,52 +121,14 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
     def sample(
         self, *, problem_indices: list[int] = (), iteration: int = 0, **kwargs
     ) -> list[Rollout]:
-        from rllib_k15.engine import SamplingParams
-
+        """``samples_per_problem`` graded responses per problem
+        (:func:`rllib_k15.rollout.generate.generate_rollouts`)."""
         if not problem_indices:
             return []
-        cfg = self.config
-        problems = [self.reasoning_env.problem(int(i)) for i in problem_indices]
-        prompt_ids = [self.engine.encode_prompt(p.prompt) for p in problems]
-        params = SamplingParams(
-            n=cfg.samples_per_problem,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_tokens=cfg.max_response_tokens,
+        rollouts, stats = generate_rollouts(
+            self.engine, self.reasoning_env, problem_indices, self._settings(), iteration
         )
-        start = time.perf_counter()
-        completions = self.engine.generate(prompt_ids, params)
-        gen_seconds = time.perf_counter() - start
-
-        flat = [(i, self._cut_loop(c)) for i, group in enumerate(completions) for c in group]
-        start = time.perf_counter()
-        verdicts = self.reasoning_env.verify_batch(
-            [problems[i] for i, _ in flat],
-            [c.text for _, c in flat],
-            truncated=[c.finish_reason in ("length", "repeat") for _, c in flat],
-        )
-        verdicts = [self._penalise_loop(c, v) for (_, c), v in zip(flat, verdicts)]
-        score_seconds = time.perf_counter() - start
-
-        rollouts = [
-            Rollout(
-                problem_index=int(problem_indices[i]),
-                problem_id=problems[i].id,
-                prompt_ids=list(prompt_ids[i]),
-                response_ids=list(c.token_ids),
-                sample_logp=list(c.logprobs),
-                finish_reason=c.finish_reason,
-                reward=float(v.reward),
-                correct=bool(v.correct),
-                reason=v.reason,
-                difficulty=float(problems[i].difficulty),
-                token_iterations=[iteration] * len(c.token_ids),
-                text=c.text,
-            )
-            for (i, c), v in zip(flat, verdicts)
-        ]
-        n_tokens = sum(len(r.response_ids) for r in rollouts)
-        self._log_sampling(len(rollouts), n_tokens, gen_seconds, score_seconds)
+        self._log_sampling(stats)
         return rollouts
 
     def sample_segments(
@@ -169,125 +144,53 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
         responses (slots 0..k-1). All rows go through ONE ``generate`` call. Returns the
         finished responses as scored :class:`Rollout` records (stop, length at
         ``max_response_tokens``, or repeat) and the unfinished ones as the extended
-        :class:`PartialRollout` to store.
+        :class:`PartialRollout` to store (:func:`rllib_k15.rollout.generate.generate_segments`).
         """
-        from rllib_k15.engine import Completion, SamplingParams
-        from rllib_k15.rollout.segments import allowed_tokens, apply_segment, segment_prompt
-
-        cfg = self.config
-        budget = cfg.partial_rollout_max_tokens
-        problems = {int(p): self.reasoning_env.problem(int(p)) for p in problem_indices}
-        work: list[PartialRollout] = []
-        for p in problems:
-            if p in continuations:
-                work.extend(continuations[p])
-            else:
-                prompt = self.engine.encode_prompt(problems[p].prompt)
-                work += [PartialRollout(p, j, prompt) for j in range(cfg.samples_per_problem)]
-        if not work:
+        if not problem_indices:
             return []
-        allowed = [allowed_tokens(w, cfg.max_response_tokens, budget) for w in work]
-        params = SamplingParams(
-            n=1, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max(allowed)
+        out, stats = generate_segments(
+            self.engine,
+            self.reasoning_env,
+            problem_indices,
+            continuations,
+            self._settings(),
+            iteration,
         )
-        start = time.perf_counter()
-        groups = self.engine.generate([segment_prompt(w) for w in work], params)
-        completions = [g[0] for g in groups]
-        gen_seconds = time.perf_counter() - start
-
-        out: list[Rollout | PartialRollout] = []
-        done: list[tuple[PartialRollout, Completion]] = []
-        for partial, c in zip(work, completions):
-            extended, status = apply_segment(
-                partial, c.token_ids, c.logprobs, c.finish_reason == "stop",
-                iteration=iteration, max_response_tokens=cfg.max_response_tokens,
-                per_iteration_budget=budget,
-            )  # fmt: skip
-            whole = Completion(
-                token_ids=list(extended.response_ids),
-                logprobs=list(extended.logprobs),
-                text="",
-                finish_reason="stop" if status is SegmentStatus.FINISHED else "length",
-            )
-            cut = self._cut_loop(whole)  # the first loop point lies in the new segment
-            if cut is whole and status is SegmentStatus.UNFINISHED:
-                out.append(extended)
-                continue
-            if cut is whole:
-                tokenizer = self.engine.tokenizer
-                whole.text = tokenizer.decode(whole.token_ids, skip_special_tokens=True)
-            done.append((extended, cut))
-
-        start = time.perf_counter()
-        verdicts = self.reasoning_env.verify_batch(
-            [problems[p.problem_index] for p, _ in done],
-            [c.text for _, c in done],
-            truncated=[c.finish_reason in ("length", "repeat") for _, c in done],
-        ) if done else []  # fmt: skip
-        score_seconds = time.perf_counter() - start
-        for (p, c), v in zip(done, verdicts):
-            v = self._penalise_loop(c, v)
-            problem = problems[p.problem_index]
-            out.append(
-                Rollout(
-                    problem_index=p.problem_index,
-                    problem_id=problem.id,
-                    prompt_ids=list(p.prompt_ids),
-                    response_ids=list(c.token_ids),
-                    sample_logp=list(c.logprobs),
-                    finish_reason=c.finish_reason,
-                    reward=float(v.reward),
-                    correct=bool(v.correct),
-                    reason=v.reason,
-                    difficulty=float(problem.difficulty),
-                    token_iterations=list(p.token_iterations[: len(c.token_ids)]),
-                    text=c.text,
-                    slot=p.slot,
-                    num_segments=p.num_segments,
-                )  # fmt: skip
-            )
-        new_tokens = sum(len(c.token_ids[:a]) for c, a in zip(completions, allowed))
-        self._log_sampling(len(done), new_tokens, gen_seconds, score_seconds)
+        self._log_sampling(stats)
         return out
 
-    def _log_sampling(
-        self, n_finished: int, n_tokens: int, gen_seconds: float, score_seconds: float
-    ) -> None:
-        self.num_env_steps_sampled_lifetime += n_finished
+    def _settings(self) -> RolloutSettings:
+        return RolloutSettings.from_config(self.config)
+
+    def _log_sampling(self, stats: RolloutStats | None) -> None:
+        """Log one rollout call's stats (nothing when nothing was generated)."""
+        if stats is None:
+            return
+        n_tokens, gen_seconds = stats.generated_tokens, stats.generation_seconds
+        self.num_env_steps_sampled_lifetime += stats.finished
+        if stats.repeats_detected:
+            self.metrics.log_value(REPEATS_DETECTED, stats.repeats_detected, reduce="sum")
+            self.metrics.log_value(REPEAT_TOKENS_CUT, stats.repeat_tokens_cut, reduce="sum")
         self.metrics.log_value(GENERATION_SECONDS, gen_seconds, reduce="sum")
-        self.metrics.log_value(SCORING_SECONDS, score_seconds, reduce="sum")
+        self.metrics.log_value(SCORING_SECONDS, stats.scoring_seconds, reduce="sum")
         self.metrics.log_value(GENERATED_TOKENS, n_tokens, reduce="sum")
         self.metrics.log_value(GENERATION_TOKENS_PER_S, n_tokens / max(gen_seconds, 1e-9), window=1)
-        self.metrics.log_value(NUM_ENV_STEPS_SAMPLED_LIFETIME, n_finished, reduce="lifetime_sum")
-
-    def _cut_loop(self, completion):
-        """Cut a looping completion after one copy of its loop; finish_reason 'repeat'."""
-        if not self.config.repeat_detection:
-            return completion
-        from rllib_k15.engine import Completion
-        from rllib_k15.rollout.repetition import RepetitionConfig, detect_repetition
-
-        rule = RepetitionConfig(**self.config.repeat_config)
-        found = detect_repetition(completion.token_ids, rule)
-        if not found.triggered:
-            return completion
-        keep = found.cut
-        self.metrics.log_value(REPEATS_DETECTED, 1, reduce="sum")
-        self.metrics.log_value(REPEAT_TOKENS_CUT, len(completion.token_ids) - keep, reduce="sum")
-        ids = completion.token_ids[:keep]
-        return Completion(
-            token_ids=ids,
-            logprobs=completion.logprobs[:keep],
-            text=self.engine.tokenizer.decode(ids, skip_special_tokens=True),
-            finish_reason="repeat",
+        self.metrics.log_value(
+            NUM_ENV_STEPS_SAMPLED_LIFETIME, stats.finished, reduce="lifetime_sum"
         )
 
-    def _penalise_loop(self, completion, verdict):
-        if completion.finish_reason != "repeat":
-            return verdict
-        return dataclasses.replace(
-            verdict, reward=-float(self.config.repeat_penalty), correct=False, reason="repeat"
-        )
+    def _cut_loop(self, completion: Completion) -> Completion:
+        """:func:`rllib_k15.rollout.generate.cut_loop` with this runner's settings, logged."""
+        cut = cut_loop(completion, self._settings(), self.engine.tokenizer)
+        if cut is not completion:
+            removed = len(completion.token_ids) - len(cut.token_ids)
+            self.metrics.log_value(REPEATS_DETECTED, 1, reduce="sum")
+            self.metrics.log_value(REPEAT_TOKENS_CUT, removed, reduce="sum")
+        return cut
+
+    def _penalise_loop(self, completion: Completion, verdict):
+        """:func:`rllib_k15.rollout.generate.penalise_loop` with this runner's penalty."""
+        return penalise_loop(completion, verdict, self.config.repeat_penalty)
 
     def evaluate(self, *, num_problems: int, samples: int, max_tokens: int) -> dict[str, float]:
         """Held-out Pass@1 and tokens with the engine's current weights

@@ -7,7 +7,10 @@
   response (what an EnvRunner returns);
 - :mod:`~rllib_k15.rollout.segments`: one generation segment, from completion to state;
 - :mod:`~rllib_k15.rollout.groups`: the driver's store of waiting groups (group baseline);
-- :mod:`~rllib_k15.rollout.driver`: the driver's side of one partial-rollout iteration.
+- :mod:`~rllib_k15.rollout.driver`: the driver's side of one partial-rollout iteration;
+- :mod:`~rllib_k15.rollout.generate`: one rollout call (generate, cut loops, grade, build
+  the records) as pure functions of an engine, an env and
+  :class:`~rllib_k15.rollout.generate.RolloutSettings`; what the EnvRunner calls.
 
 Nothing here imports ``rllib_k15.algorithm``: the algorithm layer builds on this package,
 not the other way round. Pure Python/numpy; importable without Ray, vLLM or torch.

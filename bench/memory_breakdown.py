@@ -121,7 +121,7 @@ phase[0] = "build_algo"
 algo = config.build_algo()
 phase[0] = "idle"
 mark("built algo")
-learner = algo.learner_group._learner
+learner = algo.local_learner
 n_params = sum(p.numel() for p in learner.module["default_policy"].parameters())
 print(
     "learner params", n_params, "dtype", next(learner.module["default_policy"].parameters()).dtype

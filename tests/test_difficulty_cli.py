@@ -12,13 +12,10 @@ from rllib_k15.commands.k15 import main
 from rllib_k15.sampling.difficulty import load_difficulty_file
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
 
-ALGO_TESTS = Path(__file__).parent / "algorithm"
-
 
 @pytest.fixture
-def toy_env(monkeypatch):
-    monkeypatch.syspath_prepend(str(ALGO_TESTS))
-    import toy_env  # registers k15test/FirstLetter-v0 (first letter n-z is "correct")
+def toy_env():
+    from support import toy_env  # registers k15test/FirstLetter-v0 (first letter n-z is "correct")
 
     return toy_env
 

@@ -1,28 +1,17 @@
 """The pure parts of experiments/ (ablation runner, Tune sweep) and the sweep heatmap."""
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
+from support.paths import load_experiment
 
 from rllib_k15.evaluation.plots import plot_sweep_heatmaps
 
-EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_sweep_reads_the_last_evaluation_from_tunes_flat_rows() -> None:
-    sweep = _load("tune_sweep")
+    sweep = load_experiment("tune_sweep")
     flat = [
         {"training_iteration": 1, "k15_eval/pass_at_1": 0.2, "k15_eval/response_tokens_mean": 50},
         {"training_iteration": 2, "k15_eval/pass_at_1": 0.6, "k15_eval/response_tokens_mean": 20},
@@ -37,7 +26,7 @@ def test_sweep_reads_the_last_evaluation_from_tunes_flat_rows() -> None:
 
 
 def test_sweep_table_and_heatmap(tmp_path: Path) -> None:
-    sweep = _load("tune_sweep")
+    sweep = load_experiment("tune_sweep")
     cells = [
         {"tau": 0.3, "warmup": 5, "iteration": 12, "pass_at_1": 0.9, "tokens": 9.5},
         {"tau": 0.1, "warmup": 0, "iteration": 12, "pass_at_1": 0.75, "tokens": 12.0},
@@ -57,7 +46,7 @@ def test_sweep_table_and_heatmap(tmp_path: Path) -> None:
 
 
 def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
-    ablation = _load("ablation")
+    ablation = load_experiment("ablation")
     metrics = tmp_path / "metrics.jsonl"
     assert ablation.finished_iterations(metrics) == 0
     metrics.write_text("".join(json.dumps({"iteration": i}) + "\n" for i in (0, 1, 2, 3)))
@@ -71,7 +60,7 @@ def test_long2short_arms_share_start_problems_and_budget() -> None:
     the long-CoT start is the tuned example without length reward and with a bigger budget."""
     from rllib_k15.runs.experiment import load_experiment_file
 
-    study = _load("long2short")
+    study = load_experiment("long2short")
     examples = study.ROOT / study.EXAMPLES
     l2s, o1 = (
         load_experiment_file(examples / f"{name}_arithmetic_smollm2.yaml")

@@ -11,9 +11,7 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
-
-from rllib_k15 import K15Config
+from support.toy_training import learning_config, policy_weights
 
 pytestmark = pytest.mark.precision
 
@@ -35,26 +33,15 @@ def grid_tiny_model_dir(tmp_path_factory, peaked_tiny_model_dir):
 
 
 def _algo(model_dir, rounding: str, lr: float = 1e-5):
-    return (
-        K15Config()
-        .environment(toy_env.ENV_ID, env_config={"size": 64})
-        .training(
-            hf_model=str(model_dir),
-            engine="hf",
-            engine_options={"dtype": "bfloat16"},
-            autocast_bf16=True,
-            bf16_rounding=rounding,
-            samples_per_problem=8,
-            problems_per_iteration=8,
-            max_response_tokens=1,
-            minibatch_size=16,
-            micro_batch_size=32,
-            lr=lr,
-            tau=0.1,
-        )
-        .debugging(seed=0)
-        .build_algo()
+    config = learning_config(
+        model_dir,
+        engine_options={"dtype": "bfloat16"},
+        autocast_bf16=True,
+        bf16_rounding=rounding,
+        lr=lr,
+        tau=0.1,
     )
+    return config.build_algo()
 
 
 def _engine_weights(algo) -> dict[str, torch.Tensor]:
@@ -64,7 +51,7 @@ def _engine_weights(algo) -> dict[str, torch.Tensor]:
 
 
 def _module(algo):
-    return algo.learner_group._learner.module["default_policy"].unwrapped()
+    return algo.local_learner.module["default_policy"].unwrapped()
 
 
 @pytest.mark.parametrize("rounding", ["nearest", "dither"])
@@ -74,12 +61,10 @@ def test_the_bf16_engine_follows_sub_step_updates_only_with_dithered_sync(
     algo = _algo(grid_tiny_model_dir, rounding)
     try:
         engine_before = _engine_weights(algo)
-        master_before = {
-            k: v.clone() for k, v in algo.learner_group._learner.hf_state_dict().items()
-        }
+        master_before = policy_weights(algo)
         algo.train()
         engine_after = _engine_weights(algo)
-        master_after = algo.learner_group._learner.hf_state_dict()
+        master_after = algo.local_learner.hf_state_dict()
         # the engine holds exactly the bf16 weights the learner sent for this version
         sent = _module(algo).engine_state_dict()
         assert all(torch.equal(engine_after[k], sent[k].float()) for k in sent)

@@ -2,19 +2,18 @@
 
 import numpy as np
 import torch
-import toy_env  # noqa: F401
 from ray.rllib.algorithms.algorithm import Algorithm
-from test_learning import _config
+from support.toy_training import learning_run_config, policy_weights
 
 from rllib_k15.runs.export import export_checkpoint
 
 
 def test_save_restore_and_export(peaked_tiny_model_dir, tmp_path):
-    algo = _config("hf", peaked_tiny_model_dir).build_algo()
+    algo = learning_run_config("hf", peaked_tiny_model_dir).build_algo()
     try:
         algo.train()
         algo.save_to_path(str(tmp_path / "ckpt"))
-        weights = {k: v.clone() for k, v in algo.learner_group._learner.hf_state_dict().items()}
+        weights = policy_weights(algo)
         buffer_state = algo.problem_buffer.get_state()
         next_problems = algo.problem_buffer.sample(8, iteration=1)
     finally:
@@ -23,7 +22,7 @@ def test_save_restore_and_export(peaked_tiny_model_dir, tmp_path):
     restored = Algorithm.from_checkpoint(str(tmp_path / "ckpt"))
     try:
         assert restored.training_iteration == 1
-        got = restored.learner_group._learner.hf_state_dict()
+        got = restored.local_learner.hf_state_dict()
         assert all(torch.equal(weights[k], got[k]) for k in weights)
         assert restored.problem_buffer.get_state() == buffer_state
         # the restored sampler continues exactly where the saved one was

@@ -1,16 +1,18 @@
 """The baseline losses selected by config, through the real learner and K15MirrorDescent.
 
-Tiny random Llama (peaked, see conftest.py) on the toy env (toy_env.py), HF engine. The
-learner-level tests check exact numerics in fp32 (learner_harness pins it) and are marked
-``precision``; the algorithm tests check that training happens and keep "auto" precision.
+Tiny random Llama (peaked, see conftest.py) on the toy env (support/toy_env.py), HF engine.
+The learner-level tests check exact numerics in fp32 (support/learner_harness pins it) and
+are marked ``precision``; the algorithm tests check that training happens and keep "auto"
+precision.
 """
 
 import numpy as np
 import pytest
 import torch
-import toy_env
-from learner_harness import build_learner, random_columns, update
 from ray.rllib.core import DEFAULT_MODULE_ID
+from support import toy_env
+from support.learner_harness import build_learner, random_columns, update
+from support.toy_training import learning_config, policy_weights
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.columns import INIT_LOGP, REF_LOGP, RESPONSE_MASK
@@ -123,30 +125,15 @@ def test_validate_quotes_bad_baseline_fields(tiny_model_dir, field, value, messa
 
 # ----------------------------------------------------------------------------- algorithm
 def _config(model_dir, **training):
-    return (
-        K15Config()
-        .environment(toy_env.ENV_ID, env_config={"size": 64})
-        .training(
-            hf_model=str(model_dir),
-            engine="hf",
-            engine_options={"dtype": "float32"},
-            samples_per_problem=8,
-            problems_per_iteration=8,
-            max_response_tokens=1,
-            minibatch_size=16,  # 4 optimizer steps per iteration: ratios move off 1
-            micro_batch_size=32,
-            lr=3e-5,
-            **training,
-        )
-        .debugging(seed=0)
-    )
+    """``learning_config`` (4 optimizer steps per iteration: ratios move off 1), lr 3e-5."""
+    return learning_config(model_dir, lr=3e-5, **training)
 
 
 def _train(config, iterations=2):
     algo = config.build_algo()
     try:
-        learner = algo.learner_group._learner
-        before = {k: v.detach().clone() for k, v in learner.hf_state_dict().items()}
+        learner = algo.local_learner
+        before = policy_weights(algo)
         results = [algo.train() for _ in range(iterations)]
         after = learner.hf_state_dict()
     finally:

@@ -1,7 +1,7 @@
 """ReasoningEnvRunner pieces that need no training: repeat cutting and its penalty."""
 
 import pytest
-import toy_env
+from support import toy_env
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.env_runner import ReasoningEnvRunner

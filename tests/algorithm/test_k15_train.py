@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pytest
-import toy_env
+from support import toy_env
 
 import rllib_k15.runs.trainer
 from rllib_k15.commands.k15 import main

@@ -1,14 +1,14 @@
 """K15TorchLearner on the tiny model: accumulation invariance, optimizer reset, masking.
 
-Exact numerics: the learner is fp32 (learner_harness pins ``autocast_bf16=False``), on every
-CPU and whatever ``K15_PRECISION`` says (CI runs these with both: ``-m precision``).
+Exact numerics: the learner is fp32 (support.learner_harness pins ``autocast_bf16=False``),
+on every CPU and whatever ``K15_PRECISION`` says (CI runs these with both: ``-m precision``).
 """
 
 import numpy as np
 import pytest
 import torch
-from learner_harness import build_learner, random_columns, update
 from ray.rllib.core import DEFAULT_MODULE_ID
+from support.learner_harness import build_learner, random_columns, update
 
 from rllib_k15.algorithm.loss_prep import grouped_rows, loss_params
 from rllib_k15.core.losses import prepare_advantages

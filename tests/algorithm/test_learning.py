@@ -1,8 +1,8 @@
 """The real training loop (RLlib Algorithm + EnvRunner + engine + Learner) learns.
 
-Tiny random Llama, toy env (see toy_env.py): OPMD must raise the success rate within a few
-iterations and change the parameters. The HF engine keeps this test fast; the vLLM engine
-variant is marked slow.
+Tiny random Llama, toy env (see support/toy_env.py): OPMD must raise the success rate within
+a few iterations and change the parameters. The HF engine keeps this test fast; the vLLM
+engine variant is marked slow (support/vllm_product_path.py, in a child process).
 
 Precision: the engine samples in fp32 here. The learning test keeps the learner's "auto"
 autocast, so it follows ``K15_PRECISION`` (CI runs the ``precision`` tests with both); the
@@ -14,55 +14,15 @@ this peaked model, which is bf16 rounding, not a stale weight sync.
 import numpy as np
 import pytest
 import torch
-import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
-
-from rllib_k15 import K15Config
-
-
-def _config(engine: str, model_dir, **training):
-    options = {"dtype": "float32"}
-    if engine == "vllm":
-        options.update(kv_cache_gib=0.25, max_model_len=512, enforce_eager=True)
-    return (
-        K15Config()
-        .environment(toy_env.ENV_ID, env_config={"size": 64})
-        .training(
-            hf_model=str(model_dir),
-            engine=engine,
-            engine_options=options,
-            samples_per_problem=8,
-            problems_per_iteration=8,
-            max_response_tokens=1,
-            minibatch_size=16,
-            micro_batch_size=32,
-            num_epochs=1,
-            lr=3e-5,
-            tau=0.1,
-            **training,
-        )
-        .debugging(seed=0)
-    )
-
-
-def _params(algo):
-    learner = algo.learner_group._learner
-    return {k: v.detach().clone() for k, v in learner.hf_state_dict().items()}
-
-
-def _train(config, iterations):
-    algo = config.build_algo()
-    try:
-        before = _params(algo)
-        results = [algo.train() for _ in range(iterations)]
-        after = _params(algo)
-    finally:
-        algo.stop()
-    return results, before, after
+from support import toy_env
+from support.paths import support_command, support_env
+from support.toy_training import learning_run_config, train_with_weights
 
 
 @pytest.mark.precision
 def test_opmd_raises_reward_on_toy_task(peaked_tiny_model_dir):
-    results, before, after = _train(_config("hf", peaked_tiny_model_dir), iterations=4)
+    config = learning_run_config("hf", peaked_tiny_model_dir)
+    results, before, after = train_with_weights(config, iterations=4)
     accuracy = [r["k15"]["accuracy"] for r in results]
     assert np.mean(accuracy[-2:]) > accuracy[0] + 0.2, accuracy
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -83,9 +43,9 @@ def test_remote_env_runner_gets_the_new_weights(peaked_tiny_model_dir):
     cloudpickle.register_pickle_by_value(toy_env)  # the actor cannot import the tests folder
     register_env(toy_env.ENV_ID, toy_env.make_first_letter_env)
     # fp32 learner and engine: the log-probs must agree to float rounding
-    config = _config("hf", peaked_tiny_model_dir, autocast_bf16=False)
+    config = learning_run_config("hf", peaked_tiny_model_dir, autocast_bf16=False)
     config = config.env_runners(num_env_runners=1)
-    results, before, after = _train(config, iterations=2)
+    results, before, after = train_with_weights(config, iterations=2)
     for result in results:
         assert result["learners"]["logp_mismatch_mean_abs"] < 1e-3
         assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 0
@@ -100,12 +60,10 @@ def test_product_path_with_vllm_engine(peaked_tiny_model_dir):
     state, and this test must not disturb the session's shared engine (tests/conftest.py).
     """
     import subprocess
-    import sys
-    from pathlib import Path
 
-    script = Path(__file__).with_name("vllm_product_path.py")
     done = subprocess.run(
-        [sys.executable, str(script), str(peaked_tiny_model_dir)],
+        support_command("vllm_product_path", peaked_tiny_model_dir),
+        env=support_env(),
         capture_output=True,
         text=True,
         timeout=900,

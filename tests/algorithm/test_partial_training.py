@@ -10,10 +10,10 @@ uninterrupted, remote vs local runner), so engine and learner are pinned to fp32
 import numpy as np
 import pytest
 import torch
-import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
 from ray.rllib.algorithms.algorithm import Algorithm
+from support import toy_env
+from support.toy_training import policy_weights, toy_config
 
-from rllib_k15 import K15Config
 from rllib_k15.rollout import driver
 
 K, PROBLEMS, MAX_TOKENS, BUDGET = 4, 4, 8, 4
@@ -21,21 +21,11 @@ K, PROBLEMS, MAX_TOKENS, BUDGET = 4, 4, 8, 4
 
 def _config(model_dir, **overrides):
     training = dict(
-        hf_model=str(model_dir), engine="hf", engine_options={"dtype": "float32"},
         autocast_bf16=False, samples_per_problem=K, problems_per_iteration=PROBLEMS,
         max_response_tokens=MAX_TOKENS, partial_rollout_max_tokens=BUDGET,
         partial_rollout_max_groups=2 * PROBLEMS, minibatch_size=K * PROBLEMS, lr=3e-4,
     )  # fmt: skip
-    return (
-        K15Config()
-        .environment(toy_env.ENV_ID, env_config={"size": 32})
-        .training(**{**training, **overrides})
-        .debugging(seed=0)
-    )
-
-
-def _weights(algo):
-    return {k: v.detach().clone() for k, v in algo.learner_group._learner.hf_state_dict().items()}
+    return toy_config(model_dir, env_config={"size": 32}, **{**training, **overrides})
 
 
 def _train_tokens(result) -> float | None:
@@ -45,11 +35,11 @@ def _train_tokens(result) -> float | None:
 def test_continued_responses_are_trained(tiny_model_dir):
     algo = _config(tiny_model_dir).build_algo()
     try:
-        before = _weights(algo)
+        before = policy_weights(algo)
         first = algo.train()
-        after_first = _weights(algo)
+        after_first = policy_weights(algo)
         second = algo.train()
-        after_second = _weights(algo)
+        after_second = policy_weights(algo)
         third = algo.train()
     finally:
         algo.stop()

@@ -3,10 +3,10 @@
 import json
 
 import pytest
-import toy_env
 from ray import cloudpickle, tune
 from ray.tune.registry import register_env
-from test_learning import _config
+from support import toy_env
+from support.toy_training import learning_run_config
 
 from rllib_k15 import K15MirrorDescent
 from rllib_k15.commands.rllib import main
@@ -65,7 +65,8 @@ def test_bad_stop_json_is_reported(capsys):
 
 @pytest.mark.slow
 def test_tune_grid_search_over_tau(peaked_tiny_model_dir, tmp_path):
-    config = _config("hf", peaked_tiny_model_dir).training(tau=tune.grid_search([0.05, 0.5]))
+    config = learning_run_config("hf", peaked_tiny_model_dir)
+    config = config.training(tau=tune.grid_search([0.05, 0.5]))
     results = tune.Tuner(
         K15MirrorDescent,
         param_space=config,

@@ -1,16 +1,9 @@
 """Fixtures of the scale-out tests: Ray on this machine (one node, or a local cluster of
-several nodes) and the toy task / tiny models of the other test folders."""
+several nodes). The toy task and tiny models come from ``support`` (toy_env, l2s_tiny)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "algorithm"))  # toy_env.py
-sys.path.insert(0, str(HERE.parent / "long2short"))  # l2s_tiny.py
-
-import pytest  # noqa: E402
+import pytest
 
 
 def _shutdown_ray() -> None:

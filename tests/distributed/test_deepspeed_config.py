@@ -120,7 +120,7 @@ def test_learner_setting_errors():
 
 
 def test_k15config_selects_the_learner_and_validates(tiny_model_dir):
-    import toy_env  # noqa: F401  (registers the env)
+    from support import toy_env  # registers the env
 
     from rllib_k15 import K15Config
     from rllib_k15.algorithm.learner import K15TorchLearner

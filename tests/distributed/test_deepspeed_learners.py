@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import ray
 import torch
-import toy_env  # noqa: F401  (registers k15test/FirstLetter-v0)
 from ray.rllib.algorithms.algorithm import Algorithm
+from support.toy_training import toy_config
 
 from rllib_k15 import K15Config
 from rllib_k15.distributed.deepspeed_learner import K15DeepSpeedLearner
@@ -26,25 +26,19 @@ from rllib_k15.runs.export import export_checkpoint
 
 
 def _config(model_dir, zero_stage: int) -> K15Config:
-    return (
-        K15Config()
-        .environment(toy_env.ENV_ID, env_config={"size": 32})
-        .training(
-            hf_model=str(model_dir),
-            engine="hf",
-            engine_options={"dtype": "float32"},
-            samples_per_problem=4,
-            problems_per_iteration=4,
-            max_response_tokens=1,
-            minibatch_size=8,  # global: 4 rows per learner per optimizer step
-            micro_batch_size=2,  # 2 accumulated backward passes per step
-            lr=1e-3,
-            autocast_bf16=False,
-            deepspeed={"zero_stage": zero_stage, "bf16": False},  # fp32: see the docstring
-        )
-        .learners(num_learners=2)
-        .debugging(seed=0)
+    config = toy_config(
+        model_dir,
+        env_config={"size": 32},
+        samples_per_problem=4,
+        problems_per_iteration=4,
+        max_response_tokens=1,
+        minibatch_size=8,  # global: 4 rows per learner per optimizer step
+        micro_batch_size=2,  # 2 accumulated backward passes per step
+        lr=1e-3,
+        autocast_bf16=False,
+        deepspeed={"zero_stage": zero_stage, "bf16": False},  # fp32: see the docstring
     )
+    return config.learners(num_learners=2)
 
 
 def _full_weights(algo) -> list[dict[str, torch.Tensor]]:

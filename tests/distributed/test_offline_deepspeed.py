@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from l2s_tiny import save_tiny
+from support.l2s_tiny import save_tiny
 
 from rllib_k15.core.losses.dpo import DPO_LOSS
 from rllib_k15.distributed.offline import distributed_dpo, distributed_sft, equal_shard

@@ -1,9 +1,9 @@
-"""Fixtures of the long2short tests; the builders live in ``l2s_tiny``."""
+"""Fixtures of the long2short tests; the builders live in ``support.l2s_tiny``."""
 
 from __future__ import annotations
 
 import pytest
-from l2s_tiny import tiny_tokenizer
+from support.l2s_tiny import tiny_tokenizer
 from transformers import PreTrainedTokenizerFast
 
 

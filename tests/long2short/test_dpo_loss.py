@@ -81,7 +81,7 @@ def test_equals_trl_dpo_trainer_sigmoid_loss(tmp_path):
     """Same models, same batch: our logps + dpo_loss equal TRL's DPOTrainer loss."""
     pytest.importorskip("trl")
     from datasets import Dataset
-    from l2s_tiny import tiny_model, tiny_tokenizer
+    from support.l2s_tiny import tiny_model, tiny_tokenizer
     from trl import DPOConfig, DPOTrainer
 
     from rllib_k15.long2short.dpo_train import DPOTrainConfig, evaluate_dpo

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from l2s_tiny import save_tiny
 from safetensors import safe_open
+from support.l2s_tiny import save_tiny
 from transformers import AutoModelForCausalLM
 
 from rllib_k15.commands import dpo as dpo_cmd

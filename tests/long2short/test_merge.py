@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from l2s_tiny import save_tiny
 from safetensors.torch import load_file, save_file
+from support.l2s_tiny import save_tiny
 from transformers import AutoModelForCausalLM
 
 from rllib_k15.long2short.merge import MergeError, interpolate, merge_models

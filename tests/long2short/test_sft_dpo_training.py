@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from l2s_tiny import tiny_model
+from support.l2s_tiny import tiny_model
 
 from rllib_k15.core.losses.dpo import DPO_LOSS, DPO_REWARD_ACCURACY, DPO_REWARD_MARGIN
 from rllib_k15.long2short.dpo_train import DPOTrainConfig, evaluate_dpo, train_dpo

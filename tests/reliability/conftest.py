@@ -1,14 +1,8 @@
-"""Fixtures of the reliability group: the toy env of tests/algorithm and run helpers."""
+"""Fixtures of the reliability group (its helpers: support.runs, support.faulty_env)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "algorithm"))  # toy_env.py (the training-loop toy task)
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ land while unfinished responses wait in the driver's store: B must also end with
 from __future__ import annotations
 
 import pytest
-import toy_env
-from runs import algorithm_state, buffer_state, kill_at_hold, metrics_rows, run_k15
+from support import toy_env
+from support.runs import algorithm_state, buffer_state, kill_at_hold, metrics_rows, run_k15
 
 from rllib_k15.runs.checkpoints import CheckpointManager
 

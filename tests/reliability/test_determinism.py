@@ -7,7 +7,7 @@ test_crash_resume.py."""
 from __future__ import annotations
 
 import torch
-from runs import toy_config
+from support.toy_training import exact_toy_config, policy_weights
 
 ITERATIONS = 3
 LEARNER_KEYS = ("total_loss", "policy_loss", "kl_ref", "grad_norm")
@@ -18,12 +18,12 @@ def _is_timing(name: str) -> bool:
 
 
 def _run(model_dir, seed: int):
-    algo = toy_config(model_dir, sampling={"strategy": "prioritized"}).debugging(seed=seed)
+    algo = exact_toy_config(model_dir, sampling={"strategy": "prioritized"}).debugging(seed=seed)
     algo = algo.build_algo()
     try:
         results = [algo.train() for _ in range(ITERATIONS)]
         problems = algo.problem_buffer.get_state()
-        weights = {k: v.clone() for k, v in algo.learner_group._learner.hf_state_dict().items()}
+        weights = policy_weights(algo)
     finally:
         algo.stop()
     summary = [
@@ -53,7 +53,7 @@ def test_the_per_epoch_shuffle_is_part_of_the_run_not_of_the_process(tiny_model_
     import numpy as np
 
     def run(iterations, restore=None, save=None):
-        config = toy_config(tiny_model_dir, num_epochs=2, minibatch_size=8)
+        config = exact_toy_config(tiny_model_dir, num_epochs=2, minibatch_size=8)
         algo = config.build_algo()
         try:
             if restore:
@@ -63,7 +63,7 @@ def test_the_per_epoch_shuffle_is_part_of_the_run_not_of_the_process(tiny_model_
                 algo.train()
             if save:
                 algo.save_to_path(save)
-            learner = algo.learner_group._learner
+            learner = algo.local_learner
             return {k: v.clone() for k, v in learner.hf_state_dict().items()}
         finally:
             algo.stop()

@@ -14,12 +14,11 @@ import signal
 import threading
 import time
 
-import faulty_env
 import pytest
-import toy_env
 from ray import cloudpickle
 from ray.tune.registry import register_env
-from runs import toy_config
+from support import faulty_env, toy_env
+from support.toy_training import exact_toy_config
 
 ITERATIONS = 3
 
@@ -33,7 +32,7 @@ def _envs_for_remote_runners(ray_address):
 
 def _config(model_dir, hold_dir):
     return (
-        toy_config(
+        exact_toy_config(
             model_dir,
             faulty_env.ENV_ID,
             {"size": 16, "hold_dir": str(hold_dir)},

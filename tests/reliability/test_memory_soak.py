@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from runs import toy_config
+from support.toy_training import exact_toy_config
 
 ITERATIONS = int(os.environ.get("K15_SOAK_ITERATIONS", "14"))
 WARMUP = 4
@@ -66,7 +66,7 @@ def sandbox_tmp():
 
 def test_soak_memory_flat_no_leaked_processes_or_files(tiny_model_dir, ray_address, sandbox_tmp):
     sandbox = {"wall_time_s": 10.0, "cpu_time_s": 5.0, "tmp_root": str(sandbox_tmp)}
-    config = toy_config(
+    config = exact_toy_config(
         tiny_model_dir,
         "k15/Code-v0",
         {"sandbox": sandbox, "num_workers": 2},

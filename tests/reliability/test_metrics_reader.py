@@ -3,16 +3,15 @@ warning; a bad line before the last one is an error naming the file and line."""
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
+from support.paths import load_experiment
 
 from rllib_k15.evaluation.plots import read_metrics_rows
 from rllib_k15.runs.run_files import read_metrics
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments"))
-from ablation import finished_iterations  # noqa: E402
+finished_iterations = load_experiment("ablation").finished_iterations
 
 
 def _write(path: Path, rows: list[dict], tail: str = "") -> Path:

@@ -13,10 +13,9 @@ import json
 import time
 from pathlib import Path
 
-import faulty_env
 import pytest
-import toy_env
-from runs import buffer_state, kill_group, run_k15, start_k15
+from support import faulty_env, toy_env
+from support.runs import buffer_state, kill_group, run_k15, start_k15
 
 pytestmark = pytest.mark.slow  # two Tune drivers
 

@@ -11,19 +11,14 @@ prompt + tokens so far re-prefilled) differ from the uninterrupted ones by up to
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
+from support import toy_env  # the toy env of the training-loop tests
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "algorithm"))
-import toy_env  # noqa: E402  (the toy env of the training-loop tests)
-
-from rllib_k15 import K15Config  # noqa: E402
-from rllib_k15.algorithm.env_runner import ReasoningEnvRunner  # noqa: E402
-from rllib_k15.rollout.partial import PartialRollout  # noqa: E402
-from rllib_k15.rollout.records import Rollout  # noqa: E402
+from rllib_k15 import K15Config
+from rllib_k15.algorithm.env_runner import ReasoningEnvRunner
+from rllib_k15.rollout.partial import PartialRollout
+from rllib_k15.rollout.records import Rollout
 
 MAX_TOKENS, BUDGET, K = 20, 6, 2
 PROBLEMS = [0, 1, 2]

@@ -8,13 +8,13 @@ rounding of differently padded micro-batches), not the 1e-5 of fp32 summation or
 """
 
 import numpy as np
-import toy_env
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.batching import build_train_batch
 from rllib_k15.rollout.records import Rollout
+from support import toy_env
 
 BATCH_ROWS = 8  # 2 problems × 4 samples
 

@@ -1,4 +1,4 @@
-"""A toy env (tests/algorithm/toy_env.py) whose scoring can be made to block, for fault tests.
+"""A toy env (support/toy_env.py) whose scoring can be made to block, for fault tests.
 
 ``HoldingEnv(hold_dir=D)``: when the file ``D/arm`` exists (its text: the 1-based number of
 the ``verify_batch`` call of this process to stop in; empty = the next one), that call takes
@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-import toy_env
+from support import toy_env
 
 ENV_ID = "k15test/HoldingFirstLetter-v0"
 

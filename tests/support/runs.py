@@ -7,19 +7,19 @@ import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 
-HARNESS = Path(__file__).with_name("train_harness.py")
+from support.paths import support_command, support_env
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    """The test's environment for a child; pass ``RAY_ADDRESS`` (conftest ``ray_address``)
-    so the child joins the session's Ray instance."""
-    env = dict(os.environ)
+    """The test's environment for a child (``tests/`` on ``PYTHONPATH``: it runs
+    ``support.train_harness``); pass ``RAY_ADDRESS`` (conftest ``ray_address``) so the
+    child joins the session's Ray instance."""
+    env = support_env()
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", RAY_DEDUP_LOGS="0", **extra)
     return env
 
@@ -28,7 +28,7 @@ def run_k15(argv: list[str], log: Path, timeout: float = 600, **env: str) -> Non
     """Run ``k15 <argv>`` to completion; fail with the log tail if it does not exit 0."""
     with open(log, "w") as out:
         done = subprocess.run(
-            [sys.executable, str(HARNESS), *argv],
+            support_command("train_harness", *argv),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=child_env(**env),
@@ -41,7 +41,7 @@ def run_k15(argv: list[str], log: Path, timeout: float = 600, **env: str) -> Non
 def start_k15(argv: list[str], log: Path, **env: str) -> subprocess.Popen:
     out = open(log, "w")  # noqa: SIM115 - closed by the child's exit
     return subprocess.Popen(
-        [sys.executable, str(HARNESS), *argv],
+        support_command("train_harness", *argv),
         stdout=out,
         stderr=subprocess.STDOUT,
         env=child_env(**env),
@@ -107,32 +107,3 @@ def algorithm_state(checkpoint: Path) -> dict:
 def buffer_state(checkpoint: Path) -> dict:
     """The problem buffer's saved state (statistics, sampler RNG)."""
     return algorithm_state(checkpoint)["problem_buffer"]
-
-
-def toy_config(model_dir, env_id: str | None = None, env_config: dict | None = None, **training):
-    """K15Config on the toy env, HF engine and learner in fp32 (fast, deterministic; the
-    reliability tests compare runs number for number)."""
-    import toy_env
-
-    from rllib_k15 import K15Config
-
-    fields = dict(
-        hf_model=str(model_dir),
-        engine="hf",
-        engine_options={"dtype": "float32"},
-        autocast_bf16=False,
-        samples_per_problem=4,
-        problems_per_iteration=4,
-        max_response_tokens=1,
-        minibatch_size=16,
-        micro_batch_size=16,
-        lr=3e-5,
-        tau=0.1,
-    )
-    fields.update(training)
-    return (
-        K15Config()
-        .environment(env_id or toy_env.ENV_ID, env_config=env_config or {"size": 16})
-        .training(**fields)
-        .debugging(seed=0)
-    )

@@ -1,7 +1,5 @@
-"""Tiny in-process models and tokenizers for the long2short tests (no downloads).
-
-A uniquely named helper module (not ``conftest``) so that ``from l2s_tiny import …``
-cannot pick up another folder's conftest."""
+"""Tiny in-process models and tokenizers for the long2short and offline-trainer tests (no
+downloads): ``from support.l2s_tiny import save_tiny``."""
 
 from __future__ import annotations
 

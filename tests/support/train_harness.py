@@ -1,7 +1,9 @@
 """Child-process entry for the crash tests: ``k15 train`` on the toy env, with a hold point.
 
-    python train_harness.py train --config EXP --out RUN ...     # argv of `k15 ...`
-    python train_harness.py rllib train -f EXP ...               # argv of `rllib ...`
+    python -m support.train_harness train --config EXP --out RUN ...  # argv of `k15 ...`
+    python -m support.train_harness rllib train -f EXP ...            # argv of `rllib ...`
+
+with ``tests/`` on ``PYTHONPATH`` (``support.runs`` starts it so: ``run_k15``, ``start_k15``).
 
 ``K15_TEST_HOLD=phase:N`` (phase ``generate`` | ``learn``) makes the process stop at a
 deterministic point of iteration N (1-based, the ``iteration`` of its metrics row): inside
@@ -17,10 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "algorithm"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # faulty_env
-
-import toy_env  # noqa: E402,F401  (registers the toy env id)
+from support import toy_env  # registers the toy env id
 
 _current = {"iteration": 0}
 
@@ -63,11 +62,11 @@ def _install_hooks() -> None:
 
 def _rllib_main(argv: list[str]) -> int:
     """``rllib <argv>`` with the test envs shipped to Tune's trial actors."""
-    import faulty_env
     from ray import cloudpickle
     from ray.tune.registry import register_env
 
     from rllib_k15.commands.rllib import main
+    from support import faulty_env
 
     for module in (toy_env, faulty_env):
         cloudpickle.register_pickle_by_value(module)

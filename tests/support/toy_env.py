@@ -2,11 +2,16 @@
 
 A random model cannot do arithmetic, so "learning" is checked on a task it solves by chance
 about a third of the time: the response is correct when its first non-space character is a
-lowercase letter n–z. Use it with a *peaked* tiny model (conftest.py) whose next-token
-distribution is concentrated on a few tokens, as a real LM's is; on the near-uniform
-random model over a 49k vocabulary, raising the mass of any token set takes hundreds of
-steps. The env implements the k15_envs.ReasoningEnv contract
-(problem / verify_batch) so the real EnvRunner, engine and learner run unchanged.
+lowercase letter n–z. Use it with a *peaked* tiny model (tests/algorithm/conftest.py) whose
+next-token distribution is concentrated on a few tokens, as a real LM's is; on the
+near-uniform random model over a 49k vocabulary, raising the mass of any token set takes
+hundreds of steps. The env implements the k15_envs.ReasoningEnv contract (problem /
+verify_batch) so the real EnvRunner, engine and learner run unchanged.
+
+Importing this module registers ``ENV_ID`` with gymnasium (in this process). Ray actors
+(remote EnvRunners, Tune trials) cannot import ``support``: a test that starts them ships
+the env by value, ``cloudpickle.register_pickle_by_value(toy_env)`` and
+``register_env(ENV_ID, make_first_letter_env)``.
 """
 
 from __future__ import annotations

@@ -1,17 +1,19 @@
 """Child-process body of test_learning.py::test_product_path_with_vllm_engine.
 
-python tests/algorithm/vllm_product_path.py MODEL_DIR
+PYTHONPATH=tests python -m support.vllm_product_path MODEL_DIR
 """
 
 import sys
 
 import torch
-from test_learning import _config, _train
+
+from support.toy_training import learning_run_config, train_with_weights
 
 if __name__ == "__main__":
-    # fp32 learner (the engine is fp32 in _config): the log-prob check below compares them
-    config = _config("vllm", sys.argv[1], autocast_bf16=False)
-    results, before, after = _train(config, iterations=3)
+    # fp32 learner (the engine is fp32 in learning_run_config): the log-prob check below
+    # compares them
+    config = learning_run_config("vllm", sys.argv[1], autocast_bf16=False)
+    results, before, after = train_with_weights(config, iterations=3)
     accuracy = [r["k15"]["accuracy"] for r in results]
     assert max(accuracy[1:]) > accuracy[0], accuracy
     for result in results:

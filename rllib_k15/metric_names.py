@@ -48,6 +48,7 @@ LEARNER_UPDATE_SECONDS = "learner_update_seconds"
 TRAIN_TOKENS_PER_S = "train_tokens_per_s"
 WEIGHT_SYNC_SECONDS = "weight_sync_seconds"  # learner -> engines (also an EnvRunner metric)
 ENV_RUNNER_SHARDS_REDONE = "env_runner_shards_redone"  # lifetime; restarts: fault_tolerance
+ENV_RUNNERS_HUNG = "env_runners_hung"  # lifetime: runners killed for missing the deadline
 
 # ------------------------------------------------ held-out evaluation (EVAL_RESULTS)
 PASS_AT_1 = "pass_at_1"

@@ -40,11 +40,17 @@ from ray.rllib.utils.metrics import (
 
 from rllib_k15.algorithm.batching import build_train_batch
 from rllib_k15.algorithm.config import K15Config
-from rllib_k15.algorithm.sharding import reseed_engine, sample_shards, shard_seed
+from rllib_k15.algorithm.sharding import (
+    reseed_engine,
+    sample_deadline_s,
+    sample_shards,
+    shard_seed,
+)
 from rllib_k15.core.rewards import length_penalty_weight
 from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.metric_names import (
     ENV_RUNNER_SHARDS_REDONE,
+    ENV_RUNNERS_HUNG,
     EVAL_RESULTS,
     GENERATION_SECONDS,
     K15_RESULTS,
@@ -218,17 +224,30 @@ class K15MirrorDescent(Algorithm):
             return rollouts, [metrics]
         n_shards = max(1, group.num_healthy_remote_workers())
         shards = [list(map(int, s)) for s in np.array_split(indices, n_shards)]
-        results, redone = sample_shards(
+        run = sample_shards(
             group,
             shards,
             call,
             restore=lambda: self.restore_env_runners(group),
             restore_timeout_s=self.config.env_runner_restore_timeout_s,
+            deadline_s=self._sample_deadline_s(max(len(s) for s in shards)),
+            kill=lambda ids: kill_env_runners(group, ids),
         )
         self.metrics.log_value(
-            (K15_RESULTS, ENV_RUNNER_SHARDS_REDONE), redone, reduce="lifetime_sum"
+            (K15_RESULTS, ENV_RUNNER_SHARDS_REDONE), run.redone, reduce="lifetime_sum"
         )
-        return [r for rs, _ in results for r in rs], [m for _, m in results]
+        self.metrics.log_value((K15_RESULTS, ENV_RUNNERS_HUNG), run.hung, reduce="lifetime_sum")
+        return [r for rs, _ in run.results for r in rs], [m for _, m in run.results]
+
+    def _sample_deadline_s(self, problems_per_shard: int) -> float | None:
+        """``env_runner_sample_timeout_s``: a number, None (no deadline) or "auto" — derived
+        from the shard's token budget at ``env_runner_min_tokens_per_s``."""
+        cfg = self.config
+        if cfg.env_runner_sample_timeout_s != "auto":
+            return cfg.env_runner_sample_timeout_s
+        per_call = min(cfg.max_response_tokens, cfg.partial_rollout_max_tokens or 1 << 62)
+        tokens = problems_per_shard * cfg.samples_per_problem * per_call
+        return sample_deadline_s(tokens, cfg.env_runner_min_tokens_per_s, floor_s=120.0)
 
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """RLlib's restore plus the learner's weights: a restarted runner's engine starts
@@ -296,3 +315,16 @@ def _pad_token_id(model_path: str) -> int:
 
     tok = load_tokenizer(model_path)
     return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def kill_env_runners(group, runner_ids: list[int]) -> None:
+    """Kill hung EnvRunner actors so Ray restarts them, and mark them unhealthy so the next
+    ``restore_env_runners`` brings them back (with the learner's weights). RLlib 2.60 exposes
+    the actor handles only through ``EnvRunnerGroup._worker_manager``."""
+    import ray
+
+    manager = group._worker_manager
+    actors = manager.actors()
+    for runner_id in runner_ids:
+        ray.kill(actors[runner_id], no_restart=False)
+        manager.set_actor_state(runner_id, healthy=False)

@@ -95,6 +95,8 @@ class K15Config(AlgorithmConfig):
     eval_problems: int
     eval_samples: int
     eval_env_config: dict[str, Any]
+    env_runner_sample_timeout_s: float | str | None
+    env_runner_min_tokens_per_s: float
     deepspeed: dict[str, Any] | None
 
     def __init__(self, algo_class=None):
@@ -155,6 +157,8 @@ class K15Config(AlgorithmConfig):
         eval_problems: int | NotProvidedType = NotProvided,
         eval_samples: int | NotProvidedType = NotProvided,
         eval_env_config: dict[str, Any] | NotProvidedType = NotProvided,
+        env_runner_sample_timeout_s: float | str | None | NotProvidedType = NotProvided,
+        env_runner_min_tokens_per_s: float | NotProvidedType = NotProvided,
         deepspeed: dict[str, Any] | None | NotProvidedType = NotProvided,
         **kwargs,
     ) -> K15Config:
@@ -358,6 +362,14 @@ def _field_errors(c: K15Config):
         yield f"`num_env_runners` ({c.num_env_runners!r}) must be an integer >= 0"
     if (msg := _sampling_error(c.sampling)) is not None:
         yield msg
+    timeout = c.env_runner_sample_timeout_s
+    if timeout not in ("auto", None) and (not _is_number(timeout) or timeout <= 0):
+        yield f"`env_runner_sample_timeout_s` ({timeout!r}) must be 'auto', None or a number > 0"
+    if not _is_number(c.env_runner_min_tokens_per_s) or c.env_runner_min_tokens_per_s <= 0:
+        yield (
+            f"`env_runner_min_tokens_per_s` ({c.env_runner_min_tokens_per_s!r}) must be a "
+            "number > 0"
+        )
     if not isinstance(c.length_penalty_warmup_iters, int) or c.length_penalty_warmup_iters < 0:
         yield (
             f"`length_penalty_warmup_iters` ({c.length_penalty_warmup_iters!r}) must be an "

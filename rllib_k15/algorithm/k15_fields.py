@@ -337,6 +337,25 @@ class K15Fields:
         default_factory=dict,
         metadata={"help": "env_config overrides for the held-out set (e.g. another seed)."},
     )
+    env_runner_sample_timeout_s: float | str | None = field(
+        default="auto",
+        metadata={
+            "help": "Deadline (s) of each remote EnvRunner sampling call: a runner that is alive "
+            "but stuck (wedged engine, verifier that never returns) past it is killed, restarted "
+            "by RLlib's fault tolerance and its shard redone (metric `k15/env_runners_hung`). "
+            "'auto' = 120 s + the shard's token budget (problems × samples × max tokens) at "
+            "`env_runner_min_tokens_per_s`; None = wait forever. Local runners "
+            "(num_env_runners=0) run in the driver and have no deadline."
+        },
+    )
+    env_runner_min_tokens_per_s: float = field(
+        default=2.0,
+        metadata={
+            "help": "The slowest generation (tokens/s per runner) the 'auto' sampling deadline "
+            "still calls alive. Lower = more patience with slow machines, later detection of a "
+            "hung runner."
+        },
+    )
     deepspeed: dict[str, Any] | None = field(
         default=None,
         metadata={

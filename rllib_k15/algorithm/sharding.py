@@ -18,6 +18,13 @@ seed and weights, so the redone shard is the lost one. An exception *raised* by 
 traceback. When runners keep dying (``max_failures`` rounds) or none comes back within the
 restore timeout, :class:`EnvRunnerLost` names the problems that could not be sampled —
 nothing is dropped silently.
+
+Hung runners. A runner that is alive but stuck (a wedged engine, a verifier that never
+returns) answers RLlib's health probe, so fault tolerance alone would wait for it forever.
+With ``deadline_s`` every round of calls waits at most that long; a runner that misses it
+is handed to ``kill`` (the algorithm kills the actor so Ray restarts it, and marks it
+unhealthy), its shard is redone like a dead runner's, and the count comes back to be logged.
+:func:`sample_deadline_s` derives the deadline from the iteration's token budget.
 """
 
 from __future__ import annotations
@@ -25,15 +32,44 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["EnvRunnerLost", "reseed_engine", "sample_shards", "shard_seed"]
+__all__ = [
+    "EnvRunnerLost",
+    "ShardRun",
+    "reseed_engine",
+    "sample_deadline_s",
+    "sample_shards",
+    "shard_seed",
+]
 
 
 class EnvRunnerLost(RuntimeError):
     """Remote EnvRunners kept dying; the named problems of the iteration were not sampled."""
+
+
+class ShardRun(NamedTuple):
+    """What :func:`sample_shards` returns: results in shard order and what went wrong."""
+
+    results: list[Any]
+    redone: int  # shard runs redone (their runner died or hung)
+    hung: int  # runners killed for missing the deadline
+
+
+def sample_deadline_s(tokens_per_shard: int, min_tokens_per_s: float, floor_s: float) -> float:
+    """Deadline of one shard's sampling call, derived from its budget:
+
+        deadline = floor + tokens_per_shard / min_tokens_per_s
+
+    ``tokens_per_shard`` = problems × samples × max response tokens of the shard (the most it
+    can generate), ``min_tokens_per_s`` the slowest generation the run still calls alive, and
+    ``floor`` covers engine warm-up and scoring.
+    """
+    if min_tokens_per_s <= 0:
+        raise ValueError(f"min_tokens_per_s must be > 0 (got {min_tokens_per_s!r})")
+    return float(floor_s) + tokens_per_shard / float(min_tokens_per_s)
 
 
 def shard_seed(seed: int, iteration: int, shard: int) -> int:
@@ -67,7 +103,9 @@ def sample_shards(
     max_failures: int = 3,
     restore_timeout_s: float = 600.0,
     poll_s: float = 2.0,
-) -> tuple[list[Any], int]:
+    deadline_s: float | None = None,
+    kill: Callable[[list[int]], Any] | None = None,
+) -> ShardRun:
     """``call(runner, shard_index, shard)`` for every shard on the healthy remote runners of
     ``group`` (an ``EnvRunnerGroup``), one shard per runner per round.
 
@@ -75,14 +113,18 @@ def sample_shards(
     healthy, ``restore()`` (e.g. ``algo.restore_env_runners(group)``) is called every
     ``poll_s`` seconds for up to ``restore_timeout_s`` (a restarted actor needs time to
     come back). More than ``max_failures`` rounds that lost a shard, or no runner back in
-    time, raise :class:`EnvRunnerLost`. Returns the results in shard order and the number
-    of shard runs that were redone.
+    time, raise :class:`EnvRunnerLost`. With ``deadline_s``, a round waits at most that
+    long; runners still healthy but without a reply hung: ``kill(runner_ids)`` is called and
+    their shards are redone (a hung round counts as a failed round). Returns a
+    :class:`ShardRun`.
     """
+    if deadline_s is not None and kill is None:
+        raise ValueError("sample_shards: a deadline needs `kill` for the runners that miss it")
     from functools import partial
 
     results: dict[int, Any] = {}
     pending = list(range(len(shards)))
-    redone = failures = 0
+    redone = failures = hung = 0
     waiting_since: float | None = None
     while pending:
         healthy = list(group.healthy_env_runner_ids())
@@ -101,8 +143,9 @@ def sample_shards(
         waiting_since = None
         batch = pending[: len(healthy)]
         funcs = [partial(_tagged, call, i, list(shards[i])) for i in batch]
+        runner_ids = healthy[: len(batch)]
         replies = group.foreach_env_runner(
-            funcs, local_env_runner=False, remote_worker_ids=healthy[: len(batch)]
+            funcs, local_env_runner=False, remote_worker_ids=runner_ids, timeout_seconds=deadline_s
         )
         for shard_index, ok, value in replies:
             if not ok:
@@ -111,6 +154,12 @@ def sample_shards(
                 )
             results[shard_index] = value
         lost = [i for i in batch if i not in results]
+        if lost and deadline_s is not None:
+            alive = set(group.healthy_env_runner_ids())  # a dead runner is marked unhealthy
+            stuck = [r for i, r in zip(batch, runner_ids) if i in lost and r in alive]
+            if stuck:
+                kill(stuck)
+                hung += len(stuck)
         pending = lost + pending[len(batch) :]
         if lost:
             redone += len(lost)
@@ -119,7 +168,7 @@ def sample_shards(
                 raise EnvRunnerLost(
                     _lost_message(shards, pending, f"runners died in {failures} rounds")
                 )
-    return [results[i] for i in range(len(shards))], redone
+    return ShardRun([results[i] for i in range(len(shards))], redone, hung)
 
 
 def _lost_message(shards: Sequence[list[int]], pending: list[int], why: str) -> str:

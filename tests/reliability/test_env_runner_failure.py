@@ -1,5 +1,7 @@
 """A remote EnvRunner killed in the middle of sampling is restarted, its shard is redone, and
-training goes on — with exactly the numbers of a run where nothing failed.
+training goes on — with exactly the numbers of a run where nothing failed. A runner that
+hangs (alive, stuck forever in its second sampling call) misses the sampling deadline, is
+killed and restarted the same way, and training goes on.
 
 The runner's process is SIGKILLed while it scores iteration 2 (faulty_env.HoldingEnv blocks
 there). RLlib's fault tolerance (``restart_failed_env_runners``, the default) has Ray restart
@@ -30,13 +32,14 @@ def _envs_for_remote_runners(ray_address):
     register_env(faulty_env.ENV_ID, faulty_env.make_holding_env)
 
 
-def _config(model_dir, hold_dir):
+def _config(model_dir, hold_dir, **training):
     return (
         exact_toy_config(
             model_dir,
             faulty_env.ENV_ID,
             {"size": 16, "hold_dir": str(hold_dir)},
             lr=1e-3,  # weights move visibly: a runner left on old weights would show
+            **training,
         )
         .env_runners(num_env_runners=1)
         .fault_tolerance(
@@ -96,3 +99,31 @@ def test_killed_env_runner_is_restarted_and_its_work_redone(tiny_model_dir, tmp_
         )
         # the restarted runner sampled with π_θi, not the base model
         assert got["learners"]["logp_mismatch_mean_abs"] < 1e-3
+
+
+DEADLINE_S = 45.0  # far above a shard of the toy task (well under a second once warm)
+
+
+def test_hung_env_runner_misses_the_deadline_is_restarted_and_its_work_redone(
+    tiny_model_dir, tmp_path
+):
+    (tmp_path / "arm").write_text("2")  # the runner's 2nd verify_batch call never returns
+    config = _config(tiny_model_dir, tmp_path, env_runner_sample_timeout_s=DEADLINE_S)
+    algo = config.build_algo()
+    try:
+        results, seconds = [], []
+        for _ in range(ITERATIONS):
+            start = time.monotonic()
+            results.append(algo.train())
+            seconds.append(time.monotonic() - start)
+    finally:
+        algo.stop()
+    assert list(tmp_path.glob("held-*")), "the runner never reached the hold point"
+
+    assert [r["k15"]["env_runners_hung"] for r in results] == [0, 1, 1]
+    assert [r["k15"]["env_runner_shards_redone"] for r in results] == [0, 1, 1]
+    assert [r["fault_tolerance"]["num_remote_worker_restarts"] for r in results] == [0, 1, 1]
+    assert seconds[1] < DEADLINE_S + 180, "the hung call was not cut at the deadline"
+    for result in results:  # the restarted runner sampled with π_θi, not the base model
+        assert result["learners"]["logp_mismatch_mean_abs"] < 1e-3
+        assert result["k15"]["num_responses"] > 0

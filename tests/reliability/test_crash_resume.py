@@ -10,6 +10,9 @@ the same order, same accuracy/reward/loss) and A's problem-buffer state; each ki
 the previous checkpoint as ``latest``; rotation keeps 2 checkpoints. The second variant
 runs with partial rollouts on (4-token responses, 2 new tokens per iteration), so the kills
 land while unfinished responses wait in the driver's store: B must also end with A's store.
+The third adds, on top of partial rollouts, curriculum sampling (the pool narrows to the
+hard problems from iteration 3, between the two kills) and two epochs over minibatches of 8
+(the per-epoch shuffle must come back exactly on resume).
 """
 
 from __future__ import annotations
@@ -35,17 +38,29 @@ def _train_args(experiment: str, out) -> list[str]:
 
 
 PARTIAL = {"max_response_tokens": 4, "partial_rollout_max_tokens": 2}
+PRIORITIZED = {"sampling": {"strategy": "prioritized"}}
+# toy problems have difficulty index % 2: from iteration 3 on only the 8 odd ones are drawn
+CURRICULUM_EPOCHS = {
+    "sampling": {"strategy": "curriculum", "transition_iteration": 3, "hard_threshold": 0.5},
+    "num_epochs": 2,
+    "minibatch_size": 8,
+}
+MODES = {
+    "whole": PRIORITIZED,
+    "partial-rollouts": {**PRIORITIZED, **PARTIAL},
+    "partial-curriculum-epochs": {**PARTIAL, **CURRICULUM_EPOCHS},
+}
 
 
-@pytest.mark.parametrize("partial", [False, True], ids=["whole", "partial-rollouts"])
-def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path, partial):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path, mode):
+    partial = "partial_rollout_max_tokens" in MODES[mode]
     experiment = toy_env.write_toy_experiment(
         tmp_path / "exp.yaml",
         tiny_model_dir,
         iterations=ITERATIONS,
-        sampling={"strategy": "prioritized"},
         autocast_bf16=False,  # fp32 learner too: runs A and B are compared number for number
-        **(PARTIAL if partial else {}),
+        **MODES[mode],
     )
     run_a, run_b = tmp_path / "A", tmp_path / "B"
     run_k15(_train_args(experiment, run_a), tmp_path / "log-A.txt")  # the reference
@@ -75,6 +90,8 @@ def test_killed_twice_and_resumed_equals_uninterrupted(tiny_model_dir, tmp_path,
     final_a, final_b = (CheckpointManager(r, keep=2) for r in (run_a, run_b))
     assert [i for i, _ in final_b.complete()] == [4, 6]  # rotation kept the newest two
     assert buffer_state(final_a.latest()) == buffer_state(final_b.latest())
+    if mode == "partial-curriculum-epochs":  # after the transition only hard problems
+        assert all(p % 2 == 1 for r in rows_b[3:] for p in r["problems"]), rows_b
     if not partial:
         assert sum(buffer_state(final_b.latest())["attempts"]) == ITERATIONS * 4 * 4
     else:  # the same unfinished responses wait in both runs, token for token

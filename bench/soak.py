@@ -1,0 +1,168 @@
+"""Long soak on the real path: `k15 train` on the quickstart config, watched from outside.
+
+    python -m bench.soak [--iterations 50] [--partial-tokens 32] [--warmup 5] [--model NAME]
+        [--quick] [--out FILE]
+
+Runs ``k15 train --config tuned_examples/quickstart_smollm2.yaml`` on the embedded model
+(vLLM engine, partial rollouts on: ``partial_rollout_max_tokens``), ``--iterations``
+iterations, in a child process, and watches it from this one with psutil. After every
+finished iteration (a new row in the run's ``metrics.jsonl``) it records the resident memory
+of the whole process tree (the trainer, its vLLM engine and any sandbox workers), the
+trainer's open files and its number of child processes. After the run it checks that no
+process of the tree outlived it and that no new entry was left in the temp directory.
+
+Verdict rows (targets): growth of the median tree RSS from the first to the last third of
+the post-warm-up iterations ≤ 64 MB; least-squares RSS slope ≤ 2 MB/iteration; open files
+after warm-up: max − min ≤ 2; leaked processes 0; leaked temp entries 0. A plot of RSS and
+open files per iteration is written next to the JSON. 50 iterations take ~30-40 min on 2
+cores; ``--quick`` (4 iterations, tiny random model) checks the harness end to end only —
+its verdict means nothing, because the partial-rollout store is still filling (responses of
+up to ⌈96 / partial-tokens⌉ segments) during its iterations. Keep ``--warmup`` above that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from bench.common import REPO_DIR, Row, add_common_args, result_path, write_result
+
+QUICKSTART = "tuned_examples/quickstart_smollm2.yaml"
+MAX_GROWTH_MB, MAX_SLOPE_MB, MAX_FD_SPREAD = 64.0, 2.0, 2
+
+
+def tree_sample(proc: psutil.Process) -> dict[str, float] | None:
+    """RSS (MB) of ``proc`` and its descendants, its open files and its number of children."""
+    try:
+        children = proc.children(recursive=True)
+        rss = proc.memory_info().rss
+        for child in children:
+            try:
+                rss += child.memory_info().rss
+            except psutil.NoSuchProcess:
+                pass
+        return {"rss_mb": rss / 2**20, "open_files": proc.num_fds(), "children": len(children)}
+    except psutil.NoSuchProcess:
+        return None
+
+
+def rows_written(metrics: Path) -> int:
+    """Finished iterations so far (complete lines of metrics.jsonl)."""
+    try:
+        return metrics.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def flat_verdict(rss_mb: list[float], fds: list[int]) -> dict[str, float]:
+    """Growth (median of the last third − median of the first third), LSQ slope, fd spread."""
+    third = max(1, len(rss_mb) // 3)
+    growth = float(np.median(rss_mb[-third:]) - np.median(rss_mb[:third]))
+    slope = float(np.polyfit(np.arange(len(rss_mb)), rss_mb, 1)[0]) if len(rss_mb) > 1 else 0.0
+    return {"rss_growth_mb": growth, "rss_slope_mb": slope, "fd_spread": max(fds) - min(fds)}
+
+
+def run_soak(args: argparse.Namespace, out_dir: Path) -> dict:
+    tmp_before = set(os.listdir(tempfile.gettempdir()))
+    cmd = [sys.executable, "-m", "rllib_k15", "train", "--config", QUICKSTART,
+           "--out", str(out_dir), "--checkpoint-every", "10",
+           "--set", f"stop.training_iteration={args.iterations}",
+           "--set", f"training.partial_rollout_max_tokens={args.partial_tokens}",
+           "--set", "training.eval_interval=0",
+           "--set", f"training.hf_model={args.model}"]  # fmt: skip
+    log = open(out_dir.parent / f"{out_dir.name}.log", "w")
+    child = subprocess.Popen(cmd, cwd=REPO_DIR, stdout=log, stderr=subprocess.STDOUT)
+    proc, samples, seen, descendants = psutil.Process(child.pid), [], 0, set()
+    while child.poll() is None:
+        sample = tree_sample(proc)
+        if sample is not None:
+            descendants |= {p.pid for p in proc.children(recursive=True)}
+        done = rows_written(out_dir / "metrics.jsonl")
+        if done > seen and sample is not None:
+            samples += [{"iteration": done, **sample}]
+            seen = done
+            print(f"iteration {done}: {sample}", flush=True)
+        time.sleep(1.0)
+    log.close()
+    if child.returncode != 0:
+        raise SystemExit(f"k15 train exited {child.returncode}; see {log.name}")
+    time.sleep(2.0)  # let the OS reap what the trainer stopped on exit
+    leaked = [p for p in descendants if psutil.pid_exists(p) and _is_alive(p)]
+    tmp_left = sorted(set(os.listdir(tempfile.gettempdir())) - tmp_before)
+    return {"samples": samples, "leaked_pids": leaked, "tmp_left": tmp_left}
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def plot(samples: list[dict], warmup: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [s["iteration"] for s in samples]
+    fig, (ax_rss, ax_fd) = plt.subplots(1, 2, figsize=(11, 4))
+    ax_rss.plot(it, [s["rss_mb"] for s in samples], marker=".")
+    ax_rss.set(xlabel="iteration", ylabel="process-tree RSS (MB)", title="resident memory")
+    ax_fd.plot(it, [s["open_files"] for s in samples], marker=".", color="tab:orange")
+    ax_fd.set(xlabel="iteration", ylabel="open files (trainer)", title="open files")
+    for ax in (ax_rss, ax_fd):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.axvline(warmup + 0.5, color="grey", linestyle=":", label="end of warm-up")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--iterations", type=int, default=50)
+    parser.add_argument("--partial-tokens", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    add_common_args(parser, "soak")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.iterations, args.warmup, args.model = 4, 1, "tiny-random-llama"
+    path = Path(args.out) if args.out else result_path("soak", args.quick)
+    (REPO_DIR / "runs").mkdir(exist_ok=True)
+    out_dir = Path(tempfile.mkdtemp(prefix="k15-soak-", dir=REPO_DIR / "runs"))
+    run = run_soak(args, out_dir)
+    after = [s for s in run["samples"] if s["iteration"] > args.warmup]
+    verdict = flat_verdict([s["rss_mb"] for s in after], [s["open_files"] for s in after])
+    rows = [
+        Row("soak", "RSS growth after warm-up (MB)", verdict["rss_growth_mb"], target=MAX_GROWTH_MB,
+            higher_is_better=False),
+        Row("soak", "RSS slope (MB/iteration)", verdict["rss_slope_mb"], target=MAX_SLOPE_MB,
+            higher_is_better=False),
+        Row("soak", "open-file spread after warm-up", verdict["fd_spread"], target=MAX_FD_SPREAD,
+            higher_is_better=False),
+        Row("soak", "leaked processes", len(run["leaked_pids"]), target=0, higher_is_better=False),
+        Row("soak", "leaked temp entries", len(run["tmp_left"]), target=0, higher_is_better=False),
+    ]  # fmt: skip
+    config = {"iterations": args.iterations, "partial_tokens": args.partial_tokens,
+              "warmup": args.warmup, "model": args.model, "config": QUICKSTART,
+              "run_dir": str(out_dir)}  # fmt: skip
+    write_result("soak", args, config=config, results={**run, **verdict}, rows=rows)
+    plot(run["samples"], args.warmup, path.with_suffix(".png"))
+    print(json.dumps(verdict), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -16,7 +16,8 @@ POSIX_LINUX = sys.platform.startswith("linux")
 
 
 def _harness_processes() -> list[int]:
-    """Live processes started by the code sandbox (their command line names the harness)."""
+    """Live processes started by the code sandbox (their command line names the harness or
+    the solution process's script)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -28,7 +29,7 @@ def _harness_processes() -> list[int]:
                 state = fh.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if b"_harness.py" in cmdline and state != b"Z":
+        if (b"_harness.py" in cmdline or b"_solution.py" in cmdline) and state != b"Z":
             found.append(int(entry))
     return found
 

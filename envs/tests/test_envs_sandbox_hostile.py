@@ -113,9 +113,12 @@ def test_wrong_solution_is_wrong(env):
         ),
         # killing itself with SIGKILL
         ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", {"killed"}),
-        # killing the supervisor (its parent) is not allowed
+        # killing the supervisor (the harness's parent; the solution's parent is the
+        # harness) is not allowed
         (
-            "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"
+            "import os, signal\nwith open(f'/proc/{os.getppid()}/stat') as fh:\n"
+            "    supervisor = int(fh.read().rsplit(')', 1)[1].split()[1])\n"
+            "os.kill(supervisor, signal.SIGKILL)\n"
             "def answer():\n    return 42",
             {"error: PermissionError: [Errno 1] Operation not permitted"},
         ),

@@ -4,17 +4,25 @@
 (``supervisor.py``) in a new session, which confines and runs ``program`` through the
 harness (``harness.py``), and maps what happened to a :class:`RunReport` status:
 
-    passed         the program ran to the end (harness reported PASS with the nonce)
+    passed         the tests passed (harness reported PASS with the nonce); for a plain
+                   program: it ran to the end
     failed         an AssertionError (the tests rejected the solution)
     error          any other exception ("detail" holds "Type: message", at most
-                   ``DETAIL_CHARS`` characters plus a "[N chars cut]" marker), or sandbox
-                   trouble
+                   ``DETAIL_CHARS`` characters plus a "[N chars cut]" marker; "unsupported
+                   return type <name>" for a value that value passing cannot carry), or
+                   sandbox trouble
     timeout        the wall-clock limit was hit; the whole process tree was SIGKILLed
-    cpu_limit      RLIMIT_CPU was hit (SIGXCPU/SIGKILL)
+    cpu_limit      RLIMIT_CPU was hit (SIGXCPU/SIGKILL) by the harness or the solution
     memory_limit   MemoryError under RLIMIT_AS
     output_limit   a file (stdout/stderr included) grew past RLIMIT_FSIZE (SIGXFSZ)
-    early_exit     the program left before its tests finished (sys.exit/os._exit/SystemExit)
+    early_exit     the solution left before its tests finished (sys.exit/os._exit/SystemExit)
     killed         ended by another signal (e.g. SIGKILL from itself, SIGSEGV)
+
+``program`` is either a :class:`SplitProgram` - untrusted solution and trusted tests, run
+in two processes (the trust boundary is described in ``harness.py``; this is what the
+code verifier uses) - or a plain string run as one program in the harness's own
+interpreter, for trusted programs only (the sandbox's self-checks): code in it can forge
+its own pass.
 
 Thread-safe: no ``preexec_fn`` runs in this process (all confinement happens in the
 single-threaded supervisor), so it can be called from worker threads and Ray actors.
@@ -34,10 +42,19 @@ from pathlib import Path
 
 from k15_envs.sandbox.config import SandboxConfig
 
-__all__ = ["RunReport", "run_python", "classify", "start_supervisor", "base_env", "cap_text"]
+__all__ = [
+    "RunReport",
+    "SplitProgram",
+    "run_python",
+    "classify",
+    "start_supervisor",
+    "base_env",
+    "cap_text",
+]
 
 SUPERVISOR = Path(__file__).with_name("supervisor.py")
 HARNESS = Path(__file__).with_name("harness.py")
+SCRIPTS = ("_solution.py", "_wire.py")  # copied next to the harness (test runs use both)
 SUPERVISOR_GRACE_S = 15.0  # supervisor start-up + teardown allowance beyond the wall limit
 DETAIL_CHARS = 300  # at most this much of the program's exception text reaches ``detail``
 
@@ -53,6 +70,27 @@ class RunReport:
     stdout: str = ""
     stderr: str = ""
     protections: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SplitProgram:
+    """A solution and the tests that grade it, run in separate processes.
+
+    solution: untrusted module source (prompt + the model's code) defining ``entry_point``.
+    tests: trusted source run with ``entry_point`` bound to a proxy that calls the
+        solution's function by value (HumanEval: ``test + "check(entry_point)"``).
+    context: trusted source run before ``tests`` in the same namespace, for helpers the
+        tests use (HumanEval: the prompt); skipped when it is not valid Python alone.
+    """
+
+    solution: str
+    tests: str
+    entry_point: str
+    context: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.entry_point.isidentifier():
+            raise ValueError(f"entry_point ({self.entry_point!r}) must be an identifier")
 
 
 def base_env() -> dict[str, str]:
@@ -251,11 +289,26 @@ def classify(exit_event: dict, cpu_limit_s: float | None) -> tuple[str, str]:
     return "early_exit", f"exit code {exit_event.get('returncode')} before the tests finished"
 
 
-def run_python(program: str, config: SandboxConfig, *, tag: str | None = None) -> RunReport:
-    """Run ``program`` (solution and tests, one file) in the sandbox once."""
+def _harness_files(program: str | SplitProgram) -> tuple[dict[str, str], list[str]]:
+    """The files the sandbox gets for ``program`` and the harness's extra arguments."""
+    files = {"_harness.py": HARNESS.read_text(encoding="utf-8")}
+    for name in SCRIPTS:
+        files[name] = Path(__file__).with_name(name).read_text(encoding="utf-8")
+    if isinstance(program, SplitProgram):
+        files["solution.py"], files["context.py"] = program.solution, program.context
+        files["test.py"] = program.tests
+        return files, [program.entry_point]
+    files["program.py"] = program
+    return files, []
+
+
+def run_python(
+    program: str | SplitProgram, config: SandboxConfig, *, tag: str | None = None
+) -> RunReport:
+    """Run ``program`` (a :class:`SplitProgram`, or one trusted program) in the sandbox once."""
     flags = ["-I", "-B"] + ([] if config.allow_site_packages else ["-S"])
-    argv = [_python(), *flags, "{tmp}/_harness.py", "{nonce_fd}", "{result_fd}"]
-    files = {"_harness.py": HARNESS.read_text(encoding="utf-8"), "program.py": program}
+    files, extra = _harness_files(program)
+    argv = [_python(), *flags, "{tmp}/_harness.py", "{nonce_fd}", "{result_fd}", *extra]
     spec = make_spec(
         config, argv, files=files, nonce=True, extra_env={"K15_SANDBOX_TAG": tag} if tag else None
     )

@@ -9,7 +9,9 @@ new session, reading a JSON spec on stdin and writing JSON-line events on stdout
 
 What it does, in order:
 1. marks itself a *child subreaper* (Linux), so descendants that ``setsid()`` and
-   double-fork are re-parented to it instead of escaping to init;
+   double-fork are re-parented to it instead of escaping to init, and non-dumpable
+   (``PR_SET_DUMPABLE`` 0), so a same-uid child cannot ptrace it or read its memory
+   (it holds the nonce);
 2. makes a fresh temporary directory (owned by the sandbox uid), writes the spec's files;
 3. forks; the child joins a new process group, redirects stdio (stdout/stderr to files
    capped by ``RLIMIT_FSIZE``), applies the confinement plan (``_confine.apply_plan``:
@@ -21,7 +23,16 @@ What it does, in order:
    until none is left (fork bombs race the first sweep), and reaps them;
 6. reads the result pipe: a run counts as passed only if it holds exactly
    ``PASS <nonce>``, where the nonce was handed to the harness through a pipe that it
-   read and closed before running untrusted code; then deletes the temporary directory.
+   read and closed before starting untrusted code; then deletes the temporary directory.
+
+Trust boundary (``harness.py``): in test runs the harness (non-dumpable, holding the
+nonce) runs the trusted tests, and the untrusted solution runs in a child of the harness
+that inherits the confinement but neither the nonce nor the result pipe, and exchanges
+only plain data with it; the wall-clock timeout and step 5 cover that child like any
+descendant. ``RLIMIT_CPU`` applies to each process on its own (a solution that hits it
+dies by SIGXCPU, and the harness then leaves by the same signal: "cpu_limit"); the exit
+event's ``cpu_s`` is the harness's CPU time plus that of the children it reaped (it
+reaps the solution process before it reports). More processes cannot buy more wall time.
 """
 
 from __future__ import annotations
@@ -38,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _confine  # noqa: E402  (sibling module; -I keeps the script dir off sys.path)
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_DUMPABLE = 4
 _RESULT_CAP = 4096
 
 
@@ -65,10 +77,14 @@ def _emit(event: dict) -> None:
 
 
 def _become_subreaper() -> None:
+    """Child subreaper and non-dumpable (Linux; the latter is reset by ``execve``, so the
+    confined child is dumpable again unless it changes that itself)."""
     if sys.platform.startswith("linux"):
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _process_table() -> dict[int, tuple[int, str]]:

@@ -1,19 +1,29 @@
-"""Code verifier: runs the response's program against the problem's tests in the sandbox.
+"""Code verifier: runs the response's solution against the problem's tests in the sandbox.
 
 Code extraction: the last fenced block (```` ```python ````, ```` ```py ```` or a bare
 fence) that defines the entry point, else the last fenced block, else the whole response
-as a completion of the prompt. The program is HumanEval's::
+as a completion of the prompt. The program is HumanEval's, split at the trust boundary
+(:func:`build_program`)::
 
-    prompt + code + "\\n\\n" + test + "\\n\\ncheck(entry_point)\\n"
+    solution (untrusted, its own process):  prompt + code
+    tests (trusted, the harness process):   prompt; test + "\\n\\ncheck(entry_point)\\n"
 
 (when the code defines the entry point itself, it is appended after the prompt with a
 newline, so the prompt's imports and helpers stay available and the new definition wins).
+The tests get ``entry_point`` as a proxy: each call sends its arguments to the solution
+process and gets the return value back as plain data (JSON-based, never pickle), so a
+solution cannot reach the harness's pass report, patch what the tests use, or return
+objects that compare equal to anything. See ``k15_envs/sandbox/harness.py`` for what
+value passing cannot grade (in-place mutation of arguments, object identity) and
+``_wire.py`` for the values it carries (None, bool, int, float, complex, str, bytes,
+bytearray, list, tuple, set, frozenset, dict; exact types).
 
 Each run is confined by :func:`k15_envs.sandbox.run_python` (see ``SandboxConfig``); at
 most ``num_workers`` run at once (default ``min(2, cpu_count)``), however many threads
 call ``verify``. Sandbox outcomes map to reasons: passed -> ``correct``, failed assertion
 -> ``wrong``, and ``timeout``, ``cpu_limit``, ``memory_limit``, ``output_limit``,
-``early_exit``, ``killed``, ``error: <Type>: <message>``. The program chooses that message,
+``early_exit``, ``killed``, ``error: <Type>: <message>`` (``error: unsupported return
+type <name>`` for a value value passing cannot carry). The program chooses that message,
 so at most 160 characters of it reach the reason (then ``... [N chars cut]``); its
 stdout/stderr never reach ``info``.
 """
@@ -26,7 +36,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from k15_envs.sandbox import CODE_DEFAULTS, SandboxConfig, default_pool_size, resolve_config
-from k15_envs.sandbox.runner import RunReport, cap_text, run_python
+from k15_envs.sandbox.runner import RunReport, SplitProgram, cap_text, run_python
 from k15_envs.types import Problem, Reason, Verdict, error_reason
 from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
 
@@ -77,10 +87,16 @@ def extract_code(response: str, entry_point: str) -> str | None:
     return code if code.strip() else None
 
 
-def build_program(prompt: str, code: str, test: str, entry_point: str) -> str:
-    """HumanEval's program: prompt, code, tests, ``check(entry_point)``."""
+def build_program(prompt: str, code: str, test: str, entry_point: str) -> SplitProgram:
+    """HumanEval's program split in two: the solution (prompt + code) and the tests
+    (``test`` + ``check(entry_point)``, with the prompt as context for its helpers)."""
     joiner = "\n" if _defines(code, entry_point) else ""
-    return f"{prompt}{joiner}{code}\n\n{test}\n\ncheck({entry_point})\n"
+    return SplitProgram(
+        solution=f"{prompt}{joiner}{code}\n",
+        tests=f"{test}\n\ncheck({entry_point})\n",
+        entry_point=entry_point,
+        context=prompt,
+    )
 
 
 class _Runner:
@@ -90,7 +106,7 @@ class _Runner:
         self.slots = threading.BoundedSemaphore(size)
         self.executor = ThreadPoolExecutor(size, thread_name_prefix="k15-code")
 
-    def run(self, program: str, config: SandboxConfig) -> RunReport:
+    def run(self, program: SplitProgram, config: SandboxConfig) -> RunReport:
         with self.slots:
             return run_python(program, config)
 

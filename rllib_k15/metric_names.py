@@ -52,6 +52,8 @@ ENV_RUNNERS_HUNG = "env_runners_hung"  # lifetime: runners killed for missing th
 
 # ------------------------------------------------ held-out evaluation (EVAL_RESULTS)
 PASS_AT_1 = "pass_at_1"
+PASS_AT_1_LOW = "pass_at_1_low"  # its 95 % interval, bootstrap over problems
+PASS_AT_1_HIGH = "pass_at_1_high"
 TRUNCATED_FRACTION = "truncated_fraction"
 # also RESPONSE_TOKENS_MEAN and NUM_PROBLEMS
 

@@ -46,9 +46,15 @@ from rllib_k15.metric_names import (
     GENERATED_TOKENS,
     GENERATION_SECONDS,
     GENERATION_TOKENS_PER_S,
+    NUM_PROBLEMS,
+    PASS_AT_1,
+    PASS_AT_1_HIGH,
+    PASS_AT_1_LOW,
     REPEAT_TOKENS_CUT,
     REPEATS_DETECTED,
+    RESPONSE_TOKENS_MEAN,
     SCORING_SECONDS,
+    TRUNCATED_FRACTION,
     WEIGHT_SYNC_SECONDS,
 )
 from rllib_k15.rollout.generate import (
@@ -211,10 +217,12 @@ class ReasoningEnvRunner(EnvRunner, Checkpointable):
             progress=False,
         )
         return {
-            "pass_at_1": result.pass_at_1,
-            "response_tokens_mean": result.mean_tokens,
-            "truncated_fraction": result.truncated_fraction,
-            "num_problems": float(result.num_problems),
+            PASS_AT_1: result.pass_at_1,
+            PASS_AT_1_LOW: result.pass_at_1_low,
+            PASS_AT_1_HIGH: result.pass_at_1_high,
+            RESPONSE_TOKENS_MEAN: result.mean_tokens,
+            TRUNCATED_FRACTION: result.truncated_fraction,
+            NUM_PROBLEMS: float(result.num_problems),
         }
 
     # ------------------------------------------------------------------ RLlib plumbing

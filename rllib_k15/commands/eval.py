@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
             append_results(args.out, [row])
             rows.append(row)
             print(
-                f"run {r} (seed {seed}): Pass@1 {100 * result.pass_at_1:.1f}%  "
+                f"run {r} (seed {seed}): Pass@1 {100 * result.pass_at_1:.1f}% "
+                f"[95% CI {100 * result.pass_at_1_low:.1f}-{100 * result.pass_at_1_high:.1f}, "
+                f"bootstrap over {result.num_problems} problems]  "
                 f"tokens mean {result.mean_tokens:.1f} p50 {result.p50_tokens:.0f} "
                 f"p90 {result.p90_tokens:.0f} p99 {result.p99_tokens:.0f}  "
                 f"truncated {100 * result.truncated_fraction:.1f}%  "

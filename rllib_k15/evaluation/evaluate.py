@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rllib_k15.engine.base import RolloutEngine, SamplingParams
+from rllib_k15.evaluation.intervals import pass_at_1_interval
 
 __all__ = [
     "CSV_COLUMNS",
@@ -64,6 +65,8 @@ class EvalResult:
     truncated_fraction: responses that hit ``max_tokens`` (graded wrong).
     reasons:            verdict reason -> count (correct, wrong, no_answer, truncated, ...).
     tokens_per_second:  generated tokens / time spent in ``engine.generate``.
+    pass_at_1_low/high: its 95 % interval from a bootstrap over problems
+                        (:func:`rllib_k15.evaluation.intervals.pass_at_1_interval`).
     """
 
     num_problems: int
@@ -80,6 +83,8 @@ class EvalResult:
     generation_seconds: float
     tokens_per_second: float
     wall_seconds: float
+    pass_at_1_low: float = float("nan")
+    pass_at_1_high: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,6 +182,7 @@ def evaluate(
         if own_bar:
             bar.close()
     p50, p90, p99 = token_percentiles(lengths)
+    low, high = pass_at_1_interval(correct)
     return EvalResult(
         num_problems=n,
         samples=samples,
@@ -192,6 +198,8 @@ def evaluate(
         generation_seconds=gen_seconds,
         tokens_per_second=sum(lengths) / gen_seconds if gen_seconds > 0 else float("nan"),
         wall_seconds=time.perf_counter() - started,
+        pass_at_1_low=low,
+        pass_at_1_high=high,
     )
 
 
@@ -214,7 +222,8 @@ def _progress_bar(progress: bool | Any, total: int) -> tuple[Any, bool]:
 # Column order of the CSV (and key order of the JSONL rows); appended files stay aligned.
 CSV_COLUMNS: tuple[str, ...] = (
     "label", "run", "seed", "model", "engine", "env", "env_kwargs", "max_tokens",
-    "temperature", "top_p", "num_problems", "samples", "pass_at_1", "mean_reward",
+    "temperature", "top_p", "num_problems", "samples", "pass_at_1", "pass_at_1_low",
+    "pass_at_1_high", "mean_reward",
     "mean_tokens", "p50_tokens", "p90_tokens", "p99_tokens", "truncated_fraction",
     "reasons", "generated_tokens", "generation_seconds", "tokens_per_second",
     "wall_seconds", "timestamp",
@@ -247,13 +256,20 @@ def append_results(jsonl_path: str | os.PathLike[str], rows: Iterable[Mapping[st
             f.write(json.dumps(row, sort_keys=False) + "\n")
     csv_path = path.with_suffix(".csv")
     new = not csv_path.exists() or csv_path.stat().st_size == 0
+    # an existing CSV keeps its own columns (files from older versions stay aligned)
+    columns = CSV_COLUMNS if new else _csv_header(csv_path)
     with csv_path.open("a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         if new:
             writer.writeheader()
         for row in rows:
-            writer.writerow({k: _csv_cell(row.get(k)) for k in CSV_COLUMNS})
+            writer.writerow({k: _csv_cell(row.get(k)) for k in columns})
     return csv_path
+
+
+def _csv_header(csv_path: Path) -> list[str]:
+    with csv_path.open(newline="", encoding="utf-8") as f:
+        return next(csv.reader(f))
 
 
 def _csv_cell(value: Any) -> Any:

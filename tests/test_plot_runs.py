@@ -38,7 +38,8 @@ def test_table_and_png_from_the_cli(tmp_path: Path, capsys) -> None:
     lines = table.read_text().splitlines()
     assert lines[0] == "| arm | seeds | Pass@1 it 0 | Pass@1 it 2 | tokens (last it) |"
     assert lines[2] == "| OPMD | 1 | 0.25 | 0.75 | 12.0 |"
-    assert lines[3] == "| GRPO | 2 | 0.25 ± 0.00 | 0.60 ± 0.10 | 35.0 ± 5.0 |"
+    # 2 seeds: mean [95 % t-interval], t(0.975, 1) = 12.706, s/√n = 0.1 and 5.0
+    assert lines[3] == "| GRPO | 2 | 0.25 [0.25, 0.25] | 0.60 [-0.67, 1.87] | 35.0 [-28.5, 98.5] |"
     assert "| OPMD | 1 |" in capsys.readouterr().out
     assert main([*argv, "--until", "1"]) == 0  # equal budgets: iteration 2 dropped
     short = table.read_text()
@@ -58,3 +59,21 @@ def test_table_of_nothing_evaluated() -> None:
     assert comparison_table({"A": [[{"iteration": 1, "tokens": 5.0}]]}).splitlines()[2] == (
         "| A | 1 | 5.0 |"
     )
+
+
+def test_arms_with_the_same_seeds_get_their_paired_difference(tmp_path: Path) -> None:
+    runs = {
+        "OPMD": [{0: 0.2, 2: 0.6}, {0: 0.3, 2: 0.7}, {0: 0.2, 2: 0.65}],
+        "ReST": [{0: 0.2, 2: 0.4}, {0: 0.3, 2: 0.5}, {0: 0.2, 2: 0.5}],
+    }
+    arms = {
+        label: [read_metrics_rows(_write_run(tmp_path / f"{label}{s}.jsonl", ev, [10, 9]))
+                for s, ev in enumerate(evals)]
+        for label, evals in runs.items()
+    }  # fmt: skip
+    lines = comparison_table(arms).splitlines()
+    assert lines[-3] == "| arm − OPMD (paired by seed) | Pass@1 it 2 |"
+    # per-seed differences −0.2, −0.2, −0.15: mean −0.183, s/√3 = 0.0167, t(0.975, 2) = 4.303
+    assert lines[-1] == "| ReST | -0.18 [-0.26, -0.11] |"
+    unpaired = {"OPMD": arms["OPMD"], "ReST": arms["ReST"][:2]}
+    assert "paired" not in comparison_table(unpaired)  # different seed counts: no pairing

@@ -9,6 +9,10 @@ interval comes from a bootstrap over problems, each problem carrying its own pas
 
 with scipy's BCa bootstrap (``scipy.stats.bootstrap``). A paired comparison of two policies
 on the same problems resamples the per-problem differences d_i = c_i^A − c_i^B the same way.
+
+Across training seeds (one value per seed's run, a handful of seeds) the interval is
+Student's t: mean ± t_{n−1, 0.975} · s / √n (:func:`seed_interval`); arms trained with the
+same seeds are compared by the per-seed differences (:func:`paired_seed_difference`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["paired_difference_interval", "pass_at_1_interval", "per_problem_rates"]
+__all__ = [
+    "paired_difference_interval",
+    "paired_seed_difference",
+    "pass_at_1_interval",
+    "per_problem_rates",
+    "seed_interval",
+]
 
 CONFIDENCE = 0.95
 RESAMPLES = 4999
@@ -72,3 +82,28 @@ def paired_difference_interval(
     diff = rates_a - rates_b
     low, high = _mean_interval(diff, confidence, seed)
     return float(np.mean(diff)), low, high
+
+
+def seed_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Student-t interval of the mean over seeds: x̄ ± t_{n−1} · s/√n (one seed: the point)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    if len(x) == 0:
+        raise ValueError("no values")
+    mean = float(x.mean())
+    if len(x) < 2 or np.ptp(x) == 0:
+        return mean, mean
+    low, high = stats.t.interval(confidence, len(x) - 1, loc=mean, scale=stats.sem(x))
+    return float(low), float(high)
+
+
+def paired_seed_difference(
+    a: Sequence[float], b: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[float, float, float]:
+    """Mean of the per-seed differences a_s − b_s and its t-interval: (difference, low, high)."""
+    if len(a) != len(b):
+        raise ValueError(f"a paired comparison needs the same seeds: {len(a)} vs {len(b)} runs")
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    low, high = seed_interval(diff, confidence)
+    return float(diff.mean()), low, high

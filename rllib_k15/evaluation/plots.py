@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rllib_k15.evaluation.evaluate import LabelSummary
+from rllib_k15.evaluation.intervals import paired_seed_difference, seed_interval
 
 __all__ = [
     "comparison_table",
@@ -147,8 +148,9 @@ def plot_run_comparison(
     """Held-out Pass@1 and mean response tokens against iteration, one curve per arm.
 
     ``arms``: label -> the metrics rows of each seed's run (``read_metrics_rows``). Several
-    seeds draw their mean with a ±1 std band. ``mark_iteration`` draws a vertical line
-    (e.g. the curriculum's transition or the end of the length-reward warm-up).
+    seeds draw their mean with its 95 % t-interval over seeds as a band. ``mark_iteration``
+    draws a vertical line (e.g. the curriculum's transition or the end of the length-reward
+    warm-up).
     """
     if not arms:
         raise ValueError("nothing to plot: no runs")
@@ -168,9 +170,9 @@ def plot_run_comparison(
                 continue
             ax.plot(x, mean, "o-" if key == "eval_pass@1" else "-", color=f"C{i}",
                     label=label + n, markersize=5)  # fmt: skip
-            if len(runs) > 1:
-                low = [m - s for m, s in zip(mean, std)]
-                high = [m + s for m, s in zip(mean, std)]
+            if len(runs) > 1:  # the 95 % t-interval over seeds
+                bands = [seed_interval(v) for v in per_seed(runs, key)[1]]
+                low, high = [b[0] for b in bands], [b[1] for b in bands]
                 ax.fill_between(x, low, high, color=f"C{i}", alpha=0.2)
     for ax, key, ylabel in panels:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -186,27 +188,63 @@ def plot_run_comparison(
     return _save(fig, out)
 
 
+def per_seed(runs: Sequence[Sequence[dict]], key: str) -> tuple[list[int], list[list[float]]]:
+    """The iterations where every seed has ``key``, and each such iteration's per-seed values
+    (in the runs' order)."""
+    per_run = [{r["iteration"]: r[key] for r in rows if r.get(key) is not None} for rows in runs]
+    common = sorted(set.intersection(*(set(d) for d in per_run))) if per_run else []
+    return common, [[float(d[i]) for d in per_run] for i in common]
+
+
 def comparison_table(arms: dict[str, Sequence[Sequence[dict]]]) -> str:
     """Markdown: held-out Pass@1 per evaluated iteration, and the last iteration's mean
-    tokens, per arm (mean ± std over seeds)."""
+    tokens, per arm — the mean over seeds with its 95 % t-interval (``[low, high]``) when
+    there are several. When every arm has the same number (≥ 2) of seeds, a second table
+    gives each arm's paired difference to the first arm at the last iteration evaluated by
+    all (seeds paired in the order the runs were given)."""
     evaluated = sorted({i for runs in arms.values() for i in series(runs, "eval_pass@1")[0]})
     head = ["arm", "seeds", *[f"Pass@1 it {i}" for i in evaluated], "tokens (last it)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, runs in arms.items():
-        x, mean, std = series(runs, "eval_pass@1")
-        by_it = {i: (m, s) for i, m, s in zip(x, mean, std)}
+        x, values = per_seed(runs, "eval_pass@1")
+        by_it = dict(zip(x, values))
         cells = [label, str(len(runs))]
-        for i in evaluated:
-            m, s = by_it.get(i, (None, None))
-            cells.append("-" if m is None else _pm(m, s, len(runs)))
-        tx, tmean, tstd = series(runs, "tokens")
-        cells.append("-" if not tx else _pm(tmean[-1], tstd[-1], len(runs), digits=1))
+        cells += ["-" if i not in by_it else _with_interval(by_it[i]) for i in evaluated]
+        tx, tvalues = per_seed(runs, "tokens")
+        cells.append("-" if not tx else _with_interval(tvalues[-1], digits=1))
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return "\n".join(lines + _paired_lines(arms))
+
+
+def _paired_lines(arms: dict[str, Sequence[Sequence[dict]]]) -> list[str]:
+    seeds = {len(runs) for runs in arms.values()}
+    if len(arms) < 2 or len(seeds) != 1 or seeds.pop() < 2:
+        return []
+    common = set.intersection(*(set(per_seed(r, "eval_pass@1")[0]) for r in arms.values()))
+    if not common:
+        return []
+    last = max(common)
+    (first, base), *others = arms.items()
+    base_values = dict(zip(*per_seed(base, "eval_pass@1")))[last]
+    lines = ["", f"| arm − {first} (paired by seed) | Pass@1 it {last} |", "|---|---|"]
+    for label, runs in others:
+        diff, low, high = paired_seed_difference(
+            dict(zip(*per_seed(runs, "eval_pass@1")))[last], base_values
+        )
+        lines.append(f"| {label} | {diff:+.2f} [{low:+.2f}, {high:+.2f}] |")
+    return lines
 
 
 def _pm(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def _with_interval(values: Sequence[float], digits: int = 2) -> str:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return f"{mean:.{digits}f}"
+    low, high = seed_interval(values)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 # ---------------------------------------------------------------- a two-knob sweep

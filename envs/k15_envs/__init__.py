@@ -18,6 +18,7 @@ from k15_envs.datasets import DatasetError
 from k15_envs.extract import ExtractMode, extract_answer
 from k15_envs.registration import ENTRY_POINTS, EnvId, register_envs
 from k15_envs.sandbox import SandboxConfig
+from k15_envs.splits import SplitError
 from k15_envs.types import Problem, Reason, Verdict
 from k15_envs.verifiers import Verifier, VerifierKind, make_verifier
 
@@ -28,6 +29,7 @@ __all__ = [
     "Verdict",
     "Reason",
     "DatasetError",
+    "SplitError",
     "ExtractMode",
     "extract_answer",
     "SandboxConfig",

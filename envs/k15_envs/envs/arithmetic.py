@@ -20,7 +20,10 @@ numbers, + only" (its operands range over ``0..10**d`` inclusive). ``difficulty`
 level or several (``[1, 2, 3]``, ``"1-3"``): then each problem draws its level
 reproducibly from ``(seed, index)`` and records it as ``Problem.difficulty``.
 
-Problem ``i`` is a pure function of ``(seed, difficulty, i)``. Answers are extracted
+Problem ``i`` is a pure function of ``(seed, difficulty, i)``. ``split="train"|"test"``
+(with ``test_fraction``, ``split_salt``) keeps the first ``size`` distinct problems of that
+split of the same stream, keyed by expression and answer (``k15_envs.splits``); level 1 has
+only 100 distinct problems, too few for a meaningful held-out set. Answers are extracted
 leniently by default (``\\boxed{}``, ``<answer>``, an ``Answer: N`` line, else the last
 number in the response; ``extract=`` changes it) and compared exactly; grading 200
 responses takes milliseconds.
@@ -36,6 +39,7 @@ from k15_envs.base import ReasoningEnv
 from k15_envs.extract import ExtractMode
 from k15_envs.levels import level_for_index, mix_seed, parse_levels, rng_for
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.splits import SplitSpec, candidate_limit, content_key, take_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
 from k15_envs.verifiers.base import VerifierKind
@@ -113,6 +117,8 @@ class ArithmeticEnv(ReasoningEnv):
         only on ``seed``, ``difficulty`` and ``i``; ``reset(seed=...)`` picks among them).
     extract: ``lenient`` (default) | ``boxed_or_line`` | ``boxed``.
     instruction: appended to each question.
+    split: None (all problems) | ``"train"`` | ``"test"``; test_fraction, split_salt: the
+        partition (``k15_envs.splits``: by sha256 of the expression and answer).
     """
 
     def __init__(
@@ -126,6 +132,9 @@ class ArithmeticEnv(ReasoningEnv):
         max_prompt_chars: int = MAX_PROMPT_CHARS,
         max_response_chars: int = MAX_RESPONSE_CHARS,
         render_mode: str | None = None,
+        split: str | None = None,
+        test_fraction: float = 0.1,
+        split_salt: str = "",
     ) -> None:
         super().__init__(
             verifier=make_verifier(VerifierKind.NUMERIC, extract=extract),
@@ -139,6 +148,15 @@ class ArithmeticEnv(ReasoningEnv):
         self.size = int(size)
         self.seed = int(seed)
         self.instruction = instruction
+        self.split_spec = SplitSpec(split, test_fraction, split_salt)
+        self._pool_size = self.size
+        self._split_problems: list[Problem] | None = None
+        if split is not None:
+            self._pool_size = candidate_limit(self.size, self.split_spec)
+            what = f"k15/Arithmetic-v0 difficulty={list(self.levels)}"
+            self._split_problems = take_split(
+                self._generate, _split_key, self.size, self.split_spec, what
+            )
 
     @property
     def _num_problems(self) -> int:
@@ -157,11 +175,18 @@ class ArithmeticEnv(ReasoningEnv):
             if config is not None:
                 seed = mix_seed(self.seed, level) % 2**32
                 datasets[level] = BasicArithmeticDataset(
-                    BasicArithmeticDatasetConfig(seed=seed, size=self.size, **config)
+                    BasicArithmeticDatasetConfig(seed=seed, size=self._pool_size, **config)
                 )
         return datasets
 
     def _make_problem(self, index: int) -> Problem:
+        """Problem ``index`` of the split, or of the unsplit stream."""
+        if self._split_problems is not None:
+            return self._split_problems[index]
+        return self._generate(index)
+
+    def _generate(self, index: int) -> Problem:
+        """Problem ``index`` of the unsplit stream: a pure function of (seed, levels, index)."""
         level = level_for_index(self.levels, self.seed, index)
         spec = LEVELS[level]
         if spec.rgym_config is None:
@@ -174,3 +199,8 @@ class ArithmeticEnv(ReasoningEnv):
         prompt = f"{question}\n{self.instruction}" if self.instruction else question
         metadata = {"expression": expression, "level": level}
         return Problem(f"arithmetic/d{level}/{index:05d}", prompt, answer, float(level), metadata)
+
+
+def _split_key(problem: Problem) -> str:
+    """What the split hashes: the expression and the answer (not the instruction)."""
+    return content_key("arithmetic", problem.metadata["expression"], problem.answer)

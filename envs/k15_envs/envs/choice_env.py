@@ -25,6 +25,7 @@ from k15_envs.datasets import (
 from k15_envs.envs._common import bundled_dataset, source_stem
 from k15_envs.extract import ExtractMode
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.splits import SplitSpec, content_key, filter_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
 from k15_envs.verifiers.base import VerifierKind
@@ -78,6 +79,8 @@ class MultipleChoiceEnv(ReasoningEnv):
     answer_column / difficulty_column / id_column: names (None = auto-detect).
     instruction: appended after the options. extract: ``boxed_or_line`` (default),
     ``boxed`` or ``lenient`` (also accepts a bare option letter near the end).
+    split: None (every row) | ``"train"`` | ``"test"``: the rows of that split, in order
+    (``k15_envs.splits``: by sha256 of the question and options); test_fraction, split_salt.
     """
 
     def __init__(
@@ -94,7 +97,11 @@ class MultipleChoiceEnv(ReasoningEnv):
         max_prompt_chars: int = MAX_PROMPT_CHARS,
         max_response_chars: int = MAX_RESPONSE_CHARS,
         render_mode: str | None = None,
+        split: str | None = None,
+        test_fraction: float = 0.1,
+        split_salt: str = "",
     ) -> None:
+        split_spec = SplitSpec(split, test_fraction, split_salt)
         super().__init__(
             verifier=make_verifier(VerifierKind.CHOICE, extract=extract),
             max_prompt_chars=max_prompt_chars,
@@ -112,10 +119,17 @@ class MultipleChoiceEnv(ReasoningEnv):
             pick_column(source, rows, id_column, ("id",), required=False),
         )
         stem = source_stem(source)
-        self._problems = [
+        problems = [
             self._row_problem(source, lines, i, row, columns, stem, instruction)
             for i, row in enumerate(rows)
         ]
+        keys = [
+            content_key(row[columns[0]].strip(), *problem.metadata["options"])
+            for row, problem in zip(rows, problems, strict=True)
+        ]
+        self.split_spec = split_spec
+        what = f"k15/MultipleChoice-v0 {source}"
+        self._problems = filter_split(problems, keys, split_spec, what)
 
     def _row_problem(self, source, lines, index, row, columns, stem, instruction) -> Problem:
         question_col, options_col, answer_col, difficulty_col, id_col = columns

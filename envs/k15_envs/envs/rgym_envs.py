@@ -15,6 +15,8 @@ grade with the dataset's own ``score_answer`` inside sandboxed grading workers (
   attribute. Without it, problems carry difficulty 0.0.
 
 Several levels (``[1, 2]``, ``"1-3"``) mix reproducibly per index, as in Arithmetic.
+``split="train"|"test"``: the first ``size`` distinct problems of that split of the same
+stream, keyed by dataset name and question (``k15_envs.splits``).
 Every env also takes the keyword options of :class:`RGymOptions` (size, seed, instruction,
 grading and space limits), listed in its signature.
 
@@ -37,6 +39,7 @@ from k15_envs.extract import ExtractMode
 from k15_envs.levels import level_for_index, mix_seed, parse_levels, rng_for
 from k15_envs.sandbox import SandboxConfig
 from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
+from k15_envs.splits import SplitSpec, candidate_limit, content_key, take_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
 from k15_envs.verifiers.base import Verifier, VerifierKind
@@ -76,6 +79,8 @@ class RGymOptions:
     partial_credit: reward = the scorer's fractional score instead of 1.0/0.0.
     max_prompt_chars, max_response_chars: the observation and action space limits.
     render_mode: ``"ansi"`` or None.
+    split: None (all problems) | ``"train"`` | ``"test"``; test_fraction, split_salt: the
+        partition (``k15_envs.splits``: by sha256 of the dataset name and the question).
     """
 
     size: int = 1000
@@ -89,6 +94,9 @@ class RGymOptions:
     max_prompt_chars: int = MAX_PROMPT_CHARS
     max_response_chars: int = MAX_RESPONSE_CHARS
     render_mode: str | None = None
+    split: str | None = None
+    test_fraction: float = 0.1
+    split_salt: str = ""
 
 
 _OPTION_NAMES = frozenset(field.name for field in dataclasses.fields(RGymOptions))
@@ -126,6 +134,29 @@ class _RGymEnv(ReasoningEnv):
             raise ValueError(f"size ({options.size}) must be >= 1")
         self.levels, self.size, self.seed = levels, int(options.size), int(options.seed)
         self.instruction = options.instruction
+        self.split_spec = SplitSpec(options.split, options.test_fraction, options.split_salt)
+        self._split_problems: list[Problem] | None = None
+        self._pool_size = self.size  # reasoning-gym dataset size: the candidates a split scans
+        if self.split_spec.split is not None:
+            self._pool_size = candidate_limit(self.size, self.split_spec)
+
+    def _apply_split(self, name: str) -> None:
+        """With a split, keep its first ``size`` distinct problems (subclasses call it last)."""
+        if self.split_spec.split is not None:
+            what = f"{name} difficulty={list(self.levels)}"
+            self._split_problems = take_split(
+                self._generate, _split_key, self.size, self.split_spec, what
+            )
+
+    def _make_problem(self, index: int) -> Problem:
+        """Problem ``index`` of the split, or of the unsplit stream."""
+        if self._split_problems is not None:
+            return self._split_problems[index]
+        return self._generate(index)
+
+    def _generate(self, index: int) -> Problem:
+        """Problem ``index`` of the unsplit stream (deterministic in ``(seed, index)``)."""
+        raise NotImplementedError
 
     def _make_verifier(self, options: RGymOptions) -> Verifier:
         """The sandboxed reasoning-gym verifier these options describe."""
@@ -200,6 +231,7 @@ class GSMSymbolicEnv(_RGymEnv):
     def __init__(self, difficulty: int | str | list[int] = (1, 2, 3, 4), **options: Any) -> None:
         bound = self._bind_options(options)
         super().__init__(parse_levels(difficulty, allowed=(1, 2, 3, 4)), bound)
+        self._apply_split("k15/GSMSymbolic-v0")
 
     @cached_property
     def _dataset(self) -> Any:
@@ -211,7 +243,7 @@ class GSMSymbolicEnv(_RGymEnv):
     def _generators(self) -> dict[int, Any]:
         return self._dataset.generators
 
-    def _make_problem(self, index: int) -> Problem:
+    def _generate(self, index: int) -> Problem:
         level = level_for_index(self.levels, self.seed, index)
         templates = gsm_templates_by_level()[level]
         template = templates[rng_for(self.seed, index, 0x65).randrange(len(templates))]
@@ -247,6 +279,7 @@ class CountdownEnv(_RGymEnv):
     def __init__(self, difficulty: int | str | list[int] = 1, **options: Any) -> None:
         bound = self._bind_options(options)
         super().__init__(parse_levels(difficulty, allowed=COUNTDOWN_LEVELS), bound)
+        self._apply_split("k15/Countdown-v0")
 
     @cached_property
     def _datasets(self) -> dict[int, Any]:
@@ -256,19 +289,19 @@ class CountdownEnv(_RGymEnv):
             level: CountdownDataset(
                 CountdownConfig(
                     seed=mix_seed(self.seed, level) % 2**32,
-                    size=self.size,
+                    size=self._pool_size,
                     **COUNTDOWN_LEVELS[level],
                 )
             )
             for level in self.levels
         }
 
-    def _make_problem(self, index: int) -> Problem:
+    def _generate(self, index: int) -> Problem:
         level = level_for_index(self.levels, self.seed, index)
         dataset = self._datasets[level]
         for attempt in range(10):  # the generator gives up on rare seeds; try the next slot
             try:
-                entry = dataset[index + attempt * self.size]
+                entry = dataset[index + attempt * self._pool_size]
                 break
             except ValueError:
                 continue
@@ -325,6 +358,7 @@ class ReasoningGymEnv(_RGymEnv):
             levels = parse_levels(difficulty, allowed=range(1, top + 1))
         super().__init__(levels, bound)
         self._datasets = {level: self._build(level) for level in self.levels}
+        self._apply_split(f"k15/ReasoningGym-v0 dataset={dataset!r}")
 
     def _build(self, level: int) -> Any:
         import reasoning_gym.factory as factory
@@ -343,12 +377,12 @@ class ReasoningGymEnv(_RGymEnv):
             context = DefaultCurriculumContext(mode=RangeAttributeMode.UPPER_BOUND)
             config = curriculum.generate_configuration(context=context)
             config = dataclasses.replace(config, **self.overrides)
-        config = dataclasses.replace(config, seed=seed, size=self.size)
+        config = dataclasses.replace(config, seed=seed, size=self._pool_size)
         if hasattr(config, "validate"):
             config.validate()
         return dataset_cls(config=config)
 
-    def _make_problem(self, index: int) -> Problem:
+    def _generate(self, index: int) -> Problem:
         level = level_for_index(self.levels, self.seed, index)
         dataset = self._datasets[level]
         entry = dataset[index]
@@ -364,3 +398,9 @@ class ReasoningGymEnv(_RGymEnv):
             float(level),
             metadata,
         )
+
+
+def _split_key(problem: Problem) -> str:
+    """What the split hashes: the dataset name and the question (not the instruction), so a
+    question is in one split whatever answer a generator attached to it."""
+    return content_key(problem.metadata["dataset"], problem.metadata["entry"]["question"])

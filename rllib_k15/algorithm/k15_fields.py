@@ -325,8 +325,9 @@ class K15Fields:
     eval_problems: int = field(
         default=32,
         metadata={
-            "help": "Held-out problems per evaluation (indices disjoint from training via "
-            "`eval_env_config`)."
+            "help": "Held-out problems per evaluation: the first N problems of the env made "
+            "with `env_config` + `eval_env_config` (disjoint from training only with the "
+            "`split` arguments, see `eval_env_config`)."
         },
     )
     eval_samples: int = field(
@@ -335,7 +336,11 @@ class K15Fields:
     )
     eval_env_config: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "env_config overrides for the held-out set (e.g. another seed)."},
+        metadata={
+            "help": "env_config overrides for the held-out set. Disjoint by construction: "
+            "`{split: test}` with `env_config: {split: train}` (a content hash decides, see "
+            "k15_envs.splits); another `seed` alone draws from the same problem pool."
+        },
     )
     env_runner_sample_timeout_s: float | str | None = field(
         default="auto",

@@ -25,9 +25,7 @@ the loss mask by default.) π_init is a FIXED copy of the initial weights (the l
 it frozen; β = 0 skips it). Aggregation is the paper's per-sequence token mean, then the
 mean over sequences — a row mean, so micro-batch accumulation is exact.
 
-Notation: problem x, its k responses y_j sampled by the engine from π_θi (the weights at the
-start of iteration i), token t of y_j, mask m_{j,t} = 1 where the token counts in the loss, B
-rows in the micro-batch.
+Notation as in :mod:`rllib_k15.core.losses.registry`.
 """
 
 from __future__ import annotations

@@ -17,9 +17,7 @@ the iteration's sampling policy π_θi, while the reward keeps the fixed referen
 of sequence probabilities (can overflow for long responses once θ moves), ``token_mean``
 the length-normalised one (exp of the mean token log-ratio; the stable choice).
 
-Notation: problem x, its k responses y_j sampled by the engine from π_θi (the weights at the
-start of iteration i), token t of y_j, mask m_{j,t} = 1 where the token counts in the loss, B
-rows in the micro-batch.
+Notation as in :mod:`rllib_k15.core.losses.registry`.
 """
 
 from __future__ import annotations

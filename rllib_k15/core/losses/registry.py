@@ -12,6 +12,10 @@ the loss name.
 This module imports no loss: each algorithm's file (``opmd.py``, ``grpo.py``, ``rest.py``,
 ``o1_pruner.py``) imports it and registers itself; :mod:`rllib_k15.core.losses` imports them
 all, so ``from rllib_k15.core.losses import compute_policy_loss`` sees every loss.
+
+Notation: problem x, its k responses y_j sampled by the engine from π_θi (the weights at the
+start of iteration i), token t of y_j, mask m_{j,t} = 1 where the token counts in the loss, B
+rows in the micro-batch.
 """
 
 from __future__ import annotations

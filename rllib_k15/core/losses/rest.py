@@ -12,9 +12,7 @@ response(s) of each problem, never push any response down::
 i.e. supervised fine-tuning on the reward-filtered samples of the iteration — a policy
 gradient whose advantage is ≥ 0 everywhere (no negative gradient).
 
-Notation: problem x, its k responses y_j sampled by the engine from π_θi (the weights at the
-start of iteration i), token t of y_j, mask m_{j,t} = 1 where the token counts in the loss, B
-rows in the micro-batch.
+Notation as in :mod:`rllib_k15.core.losses.registry`.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from k15_envs.types import Problem, Verdict
+from support.segments import continue_until_finished
 
 from rllib_k15.engine import Completion
 from rllib_k15.rollout.generate import (
@@ -213,21 +214,11 @@ def test_unfinished_segments_come_back_as_partial_rollouts(engine) -> None:
 
 def _continue(engine, env, settings) -> list[Rollout]:
     """Segments over iterations until every response finished (at most 10 calls)."""
-    finished: list[Rollout] = []
-    continuations: dict[int, list[PartialRollout]] = {}
-    todo = list(PROBLEMS)
-    for iteration in range(10):
-        items, _ = generate_segments(engine, env, todo, continuations, settings, iteration)
-        finished += [r for r in items if isinstance(r, Rollout)]
-        continuations = {}
-        for p in items:
-            if isinstance(p, PartialRollout):
-                assert p.num_generated == BUDGET * (iteration + 1)  # the whole budget used
-                continuations.setdefault(p.problem_index, []).append(p)
-        todo = list(continuations)
-        if not todo:
-            break
-    return finished
+
+    def step(todo, continuations, iteration):
+        return generate_segments(engine, env, todo, continuations, settings, iteration)[0]
+
+    return continue_until_finished(step, PROBLEMS, BUDGET)
 
 
 @pytest.mark.parametrize("rule", [RepetitionConfig(), EAGER_LOOPS], ids=["default", "eager"])

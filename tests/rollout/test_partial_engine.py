@@ -14,11 +14,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from support import toy_env  # the toy env of the training-loop tests
+from support.segments import continue_until_finished
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.env_runner import ReasoningEnvRunner
-from rllib_k15.rollout.partial import PartialRollout
-from rllib_k15.rollout.records import Rollout
 
 MAX_TOKENS, BUDGET, K = 20, 6, 2
 PROBLEMS = [0, 1, 2]
@@ -55,20 +54,7 @@ def test_continued_response_equals_uninterrupted_generation(runner) -> None:
     whole = runner.sample(problem_indices=PROBLEMS, iteration=0)
     expected = {(r.problem_index, i % K): r for i, r in enumerate(whole)}
 
-    finished: list[Rollout] = []
-    continuations: dict[int, list[PartialRollout]] = {}
-    todo = list(PROBLEMS)
-    for iteration in range(10):
-        items = runner.sample_segments(todo, continuations, iteration)
-        finished += [r for r in items if isinstance(r, Rollout)]
-        continuations = {}
-        for p in items:
-            if isinstance(p, PartialRollout):
-                assert p.num_generated == BUDGET * (iteration + 1)  # the whole budget used
-                continuations.setdefault(p.problem_index, []).append(p)
-        todo = list(continuations)
-        if not todo:
-            break
+    finished = continue_until_finished(runner.sample_segments, PROBLEMS, BUDGET)
     assert len(finished) == len(whole) == K * len(PROBLEMS)
     for r in finished:
         ref = expected[(r.problem_index, r.slot)]

@@ -11,6 +11,7 @@ at all — the tests ship the envs they need by value (see ``toy_env``).
 - ``toy_training``: K15Configs on the toy env and a tiny model (``toy_config``,
   ``learning_config``, ``learning_run_config``, ``exact_toy_config``) and running them
   (``policy_weights``, ``train_with_weights``).
+- ``segments``: partial-rollout segments driven over iterations until every response ends.
 - ``learner_harness``: a K15 learner built alone on the tiny model, and a random train batch.
 - ``l2s_tiny``: tiny in-process models and tokenizers of the long2short / offline tests.
 - ``runs``: the crash tests' child ``k15`` / ``rllib`` processes (start, SIGKILL at a hold

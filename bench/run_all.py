@@ -6,8 +6,8 @@ and ``bench/results/README.md`` (the table with the dates, commits and the machi
     make bench
 
 Each benchmark runs in its own process, one after the other (they would otherwise fight
-for the same cores), under its own time limit (``BENCHMARKS``: about 25 min expected in all
-on 2 shared cores at load ≈ 2; the limits add up to 52 min), and writes its own JSON under
+for the same cores), under its own time limit (``BENCHMARKS``: about 28 min expected in all
+on 2 shared cores at load ≈ 2; the limits add up to 60 min), and writes its own JSON under
 ``bench/results/`` (``--quick``: ``bench/results/quick/``, ignored by git, so smoke runs
 never overwrite committed results). Verbose engine output goes to ``<name>.log`` next to
 the JSON. A benchmark that times out keeps what it wrote before (engine_throughput
@@ -58,6 +58,7 @@ BENCHMARKS = (
     Benchmark("verifier_throughput", "math and code verifications/s", 0.5, 3),
     Benchmark("partial_rollouts", "partial vs whole rollouts on a heavy-tailed mix", 3.5, 7),
     Benchmark("zero_memory", "ZeRO-0 vs ZeRO-3 per-learner memory", 4, 7),
+    Benchmark("serve_throughput", "k15 serve tokens/s and latency vs offline vLLM", 3, 8),
 )  # fmt: skip
 BUDGETS = {b.name: (b.minutes, b.limit) for b in BENCHMARKS}
 

@@ -5,7 +5,8 @@ completions, streaming, ``/v1/models``) in front of vLLM's own OpenAI serving co
 subclass adds, without touching the protocol:
 
 - ``GET /health``: 200 with the served weights once the engine answers its health check,
-  503 with the reason otherwise (Serve's own ``/-/healthz`` only says the proxy is up);
+  503 with the reason if it fails (Serve's own ``/-/healthz`` only says the proxy is up);
+  while the application is still starting, Serve holds the request until the ingress is up;
 - a ``max_tokens`` cap (``--max-tokens``): a request asking for more gets a 400 naming the
   field and the cap, instead of tying up the engine;
 - the served weights' provenance in ``/v1/models`` metadata under ``"k15"`` (iteration,

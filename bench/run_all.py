@@ -29,6 +29,7 @@ from typing import Any
 
 from bench.common import (
     Row,
+    describe_machine,
     log_path,
     machine_info,
     read_json,
@@ -107,6 +108,7 @@ def render(
         if meta.get("date"):
             where = origin(doc.get("date"), meta["date"], meta.get("total_minutes", 0.0))
             notes.append(provenance_note(bench.name, entry, where))
+        notes.append(machine_note(bench.name, doc, meta))
     summary = {
         **meta,
         "rendered": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -116,6 +118,14 @@ def render(
         "rows": [asdict(r) | {"status": r.status} for r in rows],
     }
     return summary, rows, docs
+
+
+def machine_note(name: str, doc: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    """A note when ``name``'s rows come from another CPU than the page header names."""
+    theirs, ours = doc.get("machine"), meta.get("machine")
+    if not theirs or not ours or describe_machine(theirs) == describe_machine(ours):
+        return ""
+    return f"{name}: measured on another machine: {describe_machine(theirs)}."
 
 
 def write_page(meta: Mapping[str, Any], entries: Mapping[str, Any], quick: bool) -> None:

@@ -157,6 +157,10 @@ class K15MirrorDescent(Algorithm):
             length_weight=weight,
             iteration=iteration,
             train_on_old_segments=cfg.partial_rollout_train_old_segments,
+            mask_truncated=cfg.mask_truncated_responses,
+            overlong_buffer_tokens=cfg.overlong_buffer_tokens,
+            overlong_penalty_weight=cfg.overlong_penalty_weight,
+            max_response_tokens=cfg.max_response_tokens,
         )
         for name, value in stats.items():
             self.metrics.log_value((K15_RESULTS, name), value, window=1)

@@ -4,7 +4,13 @@ Each finished response becomes one row: ``prompt + response`` token ids (right-p
 masks, the engine's sampling log-probs, the shaped reward and its problem's baseline:
 
     reward_j   = r_j (verifier, incl. penalties) + w_i · len_reward_j     (w_i = 0 in warm-up)
+                 + w_o · overlong_j       (DAPO soft overlong punishment; only when enabled)
     baseline_j = mean_{j' in group} reward_j'   or   τ log mean exp(reward/τ)
+
+With ``mask_truncated`` (DAPO overlong filtering) a response that hit the hard cap
+(``finish_reason == "length"``) keeps its reward in the group baseline but gets loss mask 0:
+no gradient. Rollouts reach this module finished, so a partial-rollout segment cut by the
+per-iteration budget is never "truncated" here; its whole response length is what counts.
 
 The baseline is computed over the whole group here, before RLlib splits the batch into
 minibatches, so minibatches need not keep groups together.
@@ -33,7 +39,12 @@ from rllib_k15.algorithm.columns import (
     REWARDS,
     SAMPLE_LOGP,
 )
-from rllib_k15.core.rewards import Baseline, grouped_baselines, grouped_length_rewards
+from rllib_k15.core.rewards import (
+    Baseline,
+    grouped_baselines,
+    grouped_length_rewards,
+    soft_overlong_penalty,
+)
 from rllib_k15.rollout.partial import loss_mask as segment_loss_mask
 from rllib_k15.rollout.records import Rollout
 
@@ -49,8 +60,13 @@ def build_train_batch(
     length_weight: float,
     iteration: int,
     train_on_old_segments: bool = True,
+    mask_truncated: bool = False,
+    overlong_buffer_tokens: int = 0,
+    overlong_penalty_weight: float = 1.0,
+    max_response_tokens: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Rows for the learner plus batch statistics. ``length_weight`` already includes warm-up."""
+    """Rows for the learner plus batch statistics. ``length_weight`` already includes warm-up;
+    the overlong punishment (``overlong_buffer_tokens`` > 0) needs ``max_response_tokens``."""
     if not rollouts:
         raise ValueError("build_train_batch got no rollouts")
     groups = np.array([r.problem_index for r in rollouts])
@@ -58,7 +74,13 @@ def build_train_batch(
     correct = np.array([r.correct for r in rollouts])
     task = np.array([r.reward for r in rollouts], dtype=np.float64)
     len_reward = grouped_length_rewards(lengths, correct, groups)
-    rewards = task + length_weight * len_reward
+    overlong = np.zeros(len(rollouts))
+    if overlong_buffer_tokens:
+        if max_response_tokens is None:
+            raise ValueError("overlong_buffer_tokens needs max_response_tokens")
+        overlong = soft_overlong_penalty(lengths, max_response_tokens, overlong_buffer_tokens)
+    rewards = task + length_weight * len_reward + overlong_penalty_weight * overlong
+    truncated = np.array([r.finish_reason == "length" for r in rollouts])
     baselines = grouped_baselines(rewards, groups, tau, baseline)
 
     width = max(len(r.prompt_ids) + len(r.response_ids) for r in rollouts)
@@ -74,6 +96,8 @@ def build_train_batch(
         attention[row, :t] = 1
         response_mask[row, p:t] = 1.0
         sample_logp[row, p:t] = r.sample_logp
+        if mask_truncated and truncated[row]:
+            continue  # DAPO overlong filtering: the row stays out of the loss
         if train_on_old_segments or not r.token_iterations:
             loss_mask[row, p:t] = 1.0
         else:  # tokens of earlier iterations (older policies) stay out of the loss
@@ -98,6 +122,8 @@ def build_train_batch(
         names.REWARD_TOTAL_MEAN: float(rewards.mean()),
         names.LENGTH_REWARD_MEAN: float(len_reward.mean()),
         names.LENGTH_WEIGHT: float(length_weight),
+        names.OVERLONG_PENALTY_MEAN: float(overlong_penalty_weight * overlong.mean()),
+        names.TRUNCATED_MASKED_FRAC: float(mask_truncated * truncated.mean()),
         names.ACCURACY: float(correct.mean()),
         names.RESPONSE_TOKENS_MEAN: float(lengths.mean()),
         names.RESPONSE_TOKENS_P50: float(np.percentile(lengths, 50)),

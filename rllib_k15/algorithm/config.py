@@ -67,6 +67,9 @@ class K15Config(AlgorithmConfig):
     samples_per_problem: int
     problems_per_iteration: int
     max_response_tokens: int
+    mask_truncated_responses: bool
+    overlong_buffer_tokens: int
+    overlong_penalty_weight: float
     temperature: float
     top_p: float
     logprob_reduction: str
@@ -129,6 +132,9 @@ class K15Config(AlgorithmConfig):
         samples_per_problem: int | NotProvidedType = NotProvided,
         problems_per_iteration: int | NotProvidedType = NotProvided,
         max_response_tokens: int | NotProvidedType = NotProvided,
+        mask_truncated_responses: bool | NotProvidedType = NotProvided,
+        overlong_buffer_tokens: int | NotProvidedType = NotProvided,
+        overlong_penalty_weight: float | NotProvidedType = NotProvided,
         temperature: float | NotProvidedType = NotProvided,
         top_p: float | NotProvidedType = NotProvided,
         logprob_reduction: str | NotProvidedType = NotProvided,
@@ -314,6 +320,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _overlong_errors(c: K15Config):
+    """The DAPO overlong options: a buffer inside the cap, a non-negative weight, a bool."""
+    if not isinstance(c.mask_truncated_responses, bool):
+        yield f"`mask_truncated_responses` ({c.mask_truncated_responses!r}) must be true or false"
+    buffer, cap = c.overlong_buffer_tokens, c.max_response_tokens
+    if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 0:
+        yield f"`overlong_buffer_tokens` ({buffer!r}) must be an integer >= 0 (0 = off)"
+    elif buffer and isinstance(cap, int) and buffer >= cap:
+        yield (
+            f"`overlong_buffer_tokens` ({buffer}) must be < max_response_tokens ({cap}): the "
+            "punishment ramps up over the last tokens before the cap"
+        )
+    if not _is_number(c.overlong_penalty_weight) or c.overlong_penalty_weight < 0:
+        yield f"`overlong_penalty_weight` ({c.overlong_penalty_weight!r}) must be a number >= 0"
+
+
 def _sampling_error(sampling: Any) -> str | None:
     from rllib_k15.sampling.strategies import SamplingConfig
 
@@ -377,6 +399,7 @@ def _field_errors(c: K15Config):
         )
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
+    yield from _overlong_errors(c)
     if c.bf16_rounding not in ("dither", "nearest"):
         yield f"`bf16_rounding` ({c.bf16_rounding!r}) must be 'dither' or 'nearest'"
     if c.engine not in ("vllm", "hf"):

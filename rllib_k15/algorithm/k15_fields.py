@@ -120,6 +120,33 @@ class K15Fields:
             "help": "Hard cap on response length; a response cut here is `truncated` and scores 0."
         },
     )
+    mask_truncated_responses: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO overlong filtering: responses cut at `max_response_tokens` (finish "
+            "reason `length`) are kept out of the loss (loss mask 0, so no gradient), while "
+            "still counting in their group's baseline. A partial-rollout segment cut by the "
+            "per-iteration budget is NOT truncated: it is continued, and only a finished "
+            "response that hit the hard cap is. Default off: the report's recipe trains on "
+            "them with reward 0."
+        },
+    )
+    overlong_buffer_tokens: int = field(
+        default=0,
+        metadata={
+            "help": "DAPO soft overlong punishment (rllib_k15.core.rewards.soft_overlong_penalty):"
+            " responses longer than `max_response_tokens` − this get a penalty rising linearly "
+            "to `overlong_penalty_weight` at the cap. 0 = off. Acts on the whole response "
+            "length, never on a partial-rollout segment; adds to (does not replace) the Kimi "
+            "length reward."
+        },
+    )
+    overlong_penalty_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "Size of the soft overlong punishment at the cap (reward −weight there)."
+        },
+    )
     temperature: float = field(
         default=1.0,
         metadata={

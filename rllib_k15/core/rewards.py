@@ -21,6 +21,7 @@ __all__ = [
     "length_reward",
     "reference_statistics",
     "rest_fit_weights",
+    "soft_overlong_penalty",
 ]
 
 
@@ -71,6 +72,28 @@ def length_reward(lengths: np.ndarray, correct: np.ndarray) -> np.ndarray:
         return np.zeros_like(lengths)
     lam = 0.5 - (lengths - min_len) / (max_len - min_len)
     return np.where(correct, lam, np.minimum(0.0, lam))
+
+
+def soft_overlong_penalty(lengths: np.ndarray, max_tokens: int, buffer_tokens: int) -> np.ndarray:
+    """DAPO's soft overlong punishment of each response, in [−1, 0]:
+
+        R(y) = 0                                  if |y| ≤ L_max − L_buf
+        R(y) = ((L_max − L_buf) − |y|) / L_buf    if L_max − L_buf < |y| ≤ L_max
+        R(y) = −1                                 if |y| > L_max
+
+    with L_max = ``max_tokens`` and L_buf = ``buffer_tokens`` (0 < L_buf < L_max): no
+    penalty below the buffer, a linear ramp across it, −1 at and beyond the cap. Unlike the
+    Kimi length reward it does not depend on the group: it only pushes away from the cap.
+    """
+    if not 0 < buffer_tokens < max_tokens:
+        raise ValueError(
+            f"`overlong_buffer_tokens` ({buffer_tokens}) must be in (0, max_response_tokens "
+            f"= {max_tokens})"
+        )
+    lengths = np.asarray(lengths, dtype=np.float64)
+    start = max_tokens - buffer_tokens
+    ramp = (start - lengths) / buffer_tokens
+    return np.where(lengths <= start, 0.0, np.where(lengths <= max_tokens, ramp, -1.0))
 
 
 def length_penalty_weight(iteration: int, warmup_iters: int, weight: float) -> float:

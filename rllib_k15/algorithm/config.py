@@ -17,7 +17,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.from_config import _NotProvided as NotProvidedType
 
 from rllib_k15.algorithm.k15_fields import K15Fields
-from rllib_k15.core.losses import LogprobReduction, LossType
+from rllib_k15.core.losses import LogprobReduction, LossAggregation, LossType
 from rllib_k15.core.rewards import Baseline
 from rllib_k15.distributed.deepspeed_config import learner_setting_errors
 from rllib_k15.hardware import resolve_autocast
@@ -57,6 +57,7 @@ class K15Config(AlgorithmConfig):
 
     hf_model: str
     loss: str
+    loss_aggregation: str
     clip_eps: float
     grpo_kl_beta: float
     rest_top_k: int
@@ -122,6 +123,7 @@ class K15Config(AlgorithmConfig):
         *,
         hf_model: str | NotProvidedType = NotProvided,
         loss: str | NotProvidedType = NotProvided,
+        loss_aggregation: str | NotProvidedType = NotProvided,
         clip_eps: float | NotProvidedType = NotProvided,
         grpo_kl_beta: float | NotProvidedType = NotProvided,
         rest_top_k: int | NotProvidedType = NotProvided,
@@ -354,6 +356,7 @@ def _field_errors(c: K15Config):
         ("loss", LossType),
         ("baseline", Baseline),
         ("logprob_reduction", LogprobReduction),
+        ("loss_aggregation", LossAggregation),
     ):
         if (msg := _choice_error(name, getattr(c, name), enum)) is not None:
             yield msg
@@ -400,6 +403,11 @@ def _field_errors(c: K15Config):
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     yield from _overlong_errors(c)
+    if c.loss_aggregation != LossAggregation.SEQ_MEAN_TOKEN_MEAN.value and c.loss != "grpo":
+        yield (
+            f"`loss_aggregation` ({c.loss_aggregation!r}) applies to the token-level loss "
+            f"`grpo`; `{c.loss}` is sequence-level: choose `logprob_reduction` instead"
+        )
     if c.bf16_rounding not in ("dither", "nearest"):
         yield f"`bf16_rounding` ({c.bf16_rounding!r}) must be 'dither' or 'nearest'"
     if c.engine not in ("vllm", "hf"):

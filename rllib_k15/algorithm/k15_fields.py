@@ -40,6 +40,17 @@ class K15Fields:
             "`o1_pruner_reference_stats`; ignores task reward shaping)."
         },
     )
+    loss_aggregation: str = field(
+        default="seq_mean_token_mean",
+        metadata={
+            "help": "`grpo`: how per-token losses become the batch loss "
+            "(rllib_k15.core.losses.registry.aggregate_tokens): `seq_mean_token_mean` (the "
+            "paper's: each response weighs the same, its tokens share it), `token_mean` (DAPO: "
+            "each token weighs the same, so long responses weigh more) or `seq_mean_token_sum` "
+            "(no length normalisation). The sequence-level losses (`opmd`, `o1_pruner`, `rest`) "
+            "refuse other values: their per-sequence quantity is set by `logprob_reduction`."
+        },
+    )
     clip_eps: float = field(
         default=0.2,
         metadata={

@@ -46,6 +46,7 @@ from rllib_k15.algorithm.loss_prep import (
 from rllib_k15.core.losses import (
     LossInputs,
     compute_policy_loss,
+    micro_batch_share,
     needs_initial_reference,
     prepare_advantages,
     sequence_logprob,
@@ -194,6 +195,7 @@ class K15TorchLearner(TorchLearner):
         for optim in self._optimizer_parameters:
             optim.zero_grad(set_to_none=True)
         total_loss = torch.zeros(())
+        minibatch_tokens = float(module_batch[LOSS_MASK].sum())
         groups = _micro_batches(module_batch[ATTENTION_MASK], self.config.micro_batch_size)
         for idx, (rows, width) in enumerate(groups):
             rows = torch.as_tensor(rows)
@@ -211,7 +213,11 @@ class K15TorchLearner(TorchLearner):
                 loss = self.compute_loss_for_module(
                     module_id=module_id, config=self.config, batch=micro, fwd_out=fwd_out[module_id]
                 )
-                weighted = loss * len(rows) / n_rows
+                share = micro_batch_share(
+                    self._loss_params.aggregation, len(rows), n_rows,
+                    float(micro[LOSS_MASK].sum()), minibatch_tokens,
+                )  # fmt: skip
+                weighted = loss * share
                 self._backward(weighted)
             total_loss = total_loss + weighted.detach()
         grad_norm = self._step_optimizers()

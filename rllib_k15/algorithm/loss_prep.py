@@ -30,6 +30,7 @@ def loss_params(config: Any) -> LossParams:
         kl_beta=config.grpo_kl_beta,
         rest_top_k=config.rest_top_k,
         o1_lambda=config.o1_pruner_lambda,
+        aggregation=config.loss_aggregation,
     )
 
 

@@ -185,7 +185,7 @@ def trl_grpo():
     return GRPOTrainer, trl_utils
 
 
-def _trl_self(per_token_logps, beta, eps):
+def _trl_self(per_token_logps, beta, eps, loss_type="grpo", max_completion_length=None):
     """The attributes GRPOTrainer._compute_loss reads, with its model forward replaced by
     the given per-token log-probs (so the loss arithmetic is TRL's own code path)."""
     ident = SimpleNamespace(gather=lambda x: x, reduce=lambda x, reduction="sum": x)
@@ -194,7 +194,8 @@ def _trl_self(per_token_logps, beta, eps):
             per_token_logps, torch.zeros_like(per_token_logps), None
         ),
         aux_loss_enabled=False, top_entropy_quantile=1.0, off_policy_mask_threshold=None,
-        importance_sampling_level="token", beta=beta, loss_type="grpo",
+        importance_sampling_level="token", beta=beta, loss_type=loss_type,
+        max_completion_length=max_completion_length,
         epsilon_low=eps, epsilon_high=eps, use_vllm=False,
         vllm_importance_sampling_correction=False, model=SimpleNamespace(training=True),
         current_gradient_accumulation_steps=1, _entropy_bonus_enabled=False,
@@ -203,8 +204,18 @@ def _trl_self(per_token_logps, beta, eps):
     )  # fmt: skip
 
 
+# our loss_aggregation -> TRL's loss_type with the same arithmetic, and the factor between
+# them: TRL's dr_grpo divides the token sum by B · max_completion_length, ours by B only
+AGGREGATIONS = [
+    ("seq_mean_token_mean", "grpo", 1.0),
+    ("token_mean", "bnpo", 1.0),
+    ("seq_mean_token_sum", "dr_grpo", 6.0),  # C = max_completion_length = 6 below
+]
+
+
+@pytest.mark.parametrize(("aggregation", "trl_loss_type", "factor"), AGGREGATIONS)
 @pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_grpo_matches_trl_compute_loss(trl_grpo, beta):
+def test_grpo_matches_trl_compute_loss(trl_grpo, beta, aggregation, trl_loss_type, factor):
     GRPOTrainer, trl_utils = trl_grpo
     g = torch.Generator().manual_seed(0)
     B, C, k, eps = 8, 6, 4, 0.2
@@ -235,12 +246,13 @@ def test_grpo_matches_trl_compute_loss(trl_grpo, beta):
         "old_per_token_logps": old,
         "ref_per_token_logps": ref,
     }
-    trl_loss = GRPOTrainer._compute_loss(_trl_self(logp_trl, beta, eps), None, trl_inputs)
+    trl_self = _trl_self(logp_trl, beta, eps, trl_loss_type, max_completion_length=C)
+    trl_loss = factor * GRPOTrainer._compute_loss(trl_self, None, trl_inputs)
     inputs = LossInputs(
         logp=torch.zeros(B), ref_logp=torch.zeros(B), advantages=adv, token_logp=logp_ours,
         token_ref_logp=old, token_init_logp=ref if beta > 0 else None, token_mask=mask,
     )  # fmt: skip
-    loss, m = grpo_loss(inputs, LossParams(clip_eps=eps, kl_beta=beta))
+    loss, m = grpo_loss(inputs, LossParams(clip_eps=eps, kl_beta=beta, aggregation=aggregation))
     assert m["clip_frac"] > 0.1  # the case exercises the clip, not only the linear branch
     assert loss.item() == pytest.approx(trl_loss.item(), rel=1e-10, abs=1e-12)
     (g_ours,) = torch.autograd.grad(loss, logp_ours)

@@ -29,13 +29,16 @@ import torch
 
 __all__ = [
     "GroupedRows",
+    "LossAggregation",
     "LogprobReduction",
     "LossInputs",
     "LossParams",
     "LossType",
     "Metrics",
     "compute_policy_loss",
+    "aggregate_tokens",
     "masked_row_mean",
+    "micro_batch_share",
     "needs_initial_reference",
     "prepare_advantages",
     "register_loss",
@@ -92,6 +95,14 @@ class LossInputs:
     token_mask: torch.Tensor | None = None  # (B, T) 1 where the token counts in the loss
 
 
+class LossAggregation(str, Enum):
+    """How a token-level loss v_{j,t} becomes one number (``aggregate_tokens``)."""
+
+    SEQ_MEAN_TOKEN_MEAN = "seq_mean_token_mean"  # (1/B) Σ_j (1/|y_j|) Σ_t m v  (GRPO paper)
+    TOKEN_MEAN = "token_mean"  # Σ_{j,t} m v / Σ_{j,t} m  (DAPO: every token weighs the same)
+    SEQ_MEAN_TOKEN_SUM = "seq_mean_token_sum"  # (1/B) Σ_j Σ_t m v  (sequence sum, no length norm)
+
+
 @dataclass(frozen=True)
 class LossParams:
     tau: float = 0.1  # OPMD: τ of the squared log-ratio regulariser
@@ -99,6 +110,7 @@ class LossParams:
     kl_beta: float = 0.0  # GRPO: β of the k3 KL to the fixed initial model (0 = none)
     rest_top_k: int = 1  # ReST: correct responses fitted per problem (0 = all correct)
     o1_lambda: float = 2.0  # O1-Pruner: λ weighting accuracy against length
+    aggregation: str = LossAggregation.SEQ_MEAN_TOKEN_MEAN.value  # GRPO: token -> batch
 
 
 @dataclass(frozen=True)
@@ -184,6 +196,43 @@ def masked_row_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(values.dtype)
     per_row = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)  # (B,)
     return per_row.mean()
+
+
+def aggregate_tokens(
+    values: torch.Tensor, mask: torch.Tensor, mode: LossAggregation | str
+) -> torch.Tensor:
+    """One number from (B, T) per-token ``values`` over the ``mask``ed tokens:
+
+        seq_mean_token_mean:  (1/B) Σ_j (Σ_t m_{j,t} v_{j,t}) / max(1, Σ_t m_{j,t})
+        token_mean:           Σ_{j,t} m_{j,t} v_{j,t} / max(1, Σ_{j,t} m_{j,t})
+        seq_mean_token_sum:   (1/B) Σ_j Σ_t m_{j,t} v_{j,t}
+
+    Over a micro-batch; :func:`micro_batch_share` weighs micro-batches so that their sum is
+    the same expression over the whole minibatch.
+    """
+    mode = LossAggregation(mode)
+    if mode is LossAggregation.SEQ_MEAN_TOKEN_MEAN:
+        return masked_row_mean(values, mask)
+    mask = mask.to(values.dtype)
+    total = (values * mask).sum()
+    if mode is LossAggregation.TOKEN_MEAN:
+        return total / mask.sum().clamp(min=1.0)
+    return total / values.shape[0]
+
+
+def micro_batch_share(
+    mode: LossAggregation | str,
+    micro_rows: int,
+    minibatch_rows: int,
+    micro_tokens: float,
+    minibatch_tokens: float,
+) -> float:
+    """Weight of one micro-batch's aggregated loss in its minibatch's loss: its share of
+    the rows for the row means, its share of the loss tokens for ``token_mean`` (then
+    Σ_micro share · loss_micro = Σ_{j,t} m v / Σ_{j,t} m over the minibatch, exactly)."""
+    if LossAggregation(mode) is LossAggregation.TOKEN_MEAN:
+        return micro_tokens / max(minibatch_tokens, 1.0)
+    return micro_rows / minibatch_rows
 
 
 def require_fields(inputs: LossInputs, loss: str, *names: str) -> None:

@@ -49,6 +49,8 @@ from rllib_k15.algorithm.sharding import (
 from rllib_k15.core.rewards import length_penalty_weight
 from rllib_k15.env_factory import make_reasoning_env
 from rllib_k15.metric_names import (
+    DYNAMIC_FILTERED_FRAC,
+    DYNAMIC_SAMPLING_ROUNDS,
     ENV_RUNNER_SHARDS_REDONE,
     ENV_RUNNERS_HUNG,
     EVAL_RESULTS,
@@ -61,6 +63,7 @@ from rllib_k15.metric_names import (
     WEIGHT_SYNC_SECONDS,
 )
 from rllib_k15.rollout.driver import run_partial_iteration
+from rllib_k15.rollout.dynamic_sampling import split_informative
 from rllib_k15.rollout.groups import GroupStore
 from rllib_k15.rollout.records import Rollout
 from rllib_k15.sampling.problem_buffer import ProblemBuffer
@@ -123,6 +126,11 @@ class K15MirrorDescent(Algorithm):
             if self.partial_groups is None:
                 indices = self.problem_buffer.sample(cfg.problems_per_iteration, iteration)
                 rollouts, runner_metrics = self._sample(indices, iteration)
+                sampled = rollouts
+                if cfg.dynamic_sampling:
+                    indices, sampled, rollouts, runner_metrics = self._sample_more_informative(
+                        indices, rollouts, runner_metrics, iteration
+                    )
             else:
                 step = run_partial_iteration(
                     self.partial_groups, self.problem_buffer,
@@ -130,6 +138,7 @@ class K15MirrorDescent(Algorithm):
                     problems_per_iteration=cfg.problems_per_iteration, iteration=iteration,
                 )  # fmt: skip
                 indices, rollouts = step.new_problems, step.trained
+                sampled = rollouts
                 runner_metrics = step.runner_output
                 for name, value in step.metrics.items():
                     self.metrics.log_value((K15_RESULTS, name), value, window=1)
@@ -138,9 +147,9 @@ class K15MirrorDescent(Algorithm):
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
         for name in (GENERATION_SECONDS, SCORING_SECONDS):  # the runners' metric names too
             self._log_seconds(name, self.metrics.peek((ENV_RUNNER_RESULTS, name), default=0.0))
-        for problem_index in dict.fromkeys(r.problem_index for r in rollouts):  # trained groups
+        for problem_index in dict.fromkeys(r.problem_index for r in sampled):  # graded groups
             self.problem_buffer.record(
-                problem_index, [r.correct for r in rollouts if r.problem_index == problem_index]
+                problem_index, [r.correct for r in sampled if r.problem_index == problem_index]
             )
         if not rollouts:  # partial rollouts: no group complete yet; the weights stay π_θi
             self._maybe_evaluate(iteration)
@@ -207,17 +216,53 @@ class K15MirrorDescent(Algorithm):
             for name, value in self.evaluate_held_out().items():
                 self.metrics.log_value((EVAL_RESULTS, name), value, window=1)
 
+    def _sample_more_informative(
+        self, indices: list[int], rollouts: list[Rollout], runner_metrics: list, iteration: int
+    ) -> tuple[list[int], list[Rollout], list[Rollout], list]:
+        """Dynamic sampling (:mod:`rllib_k15.rollout.dynamic_sampling`): drop the groups
+        with equal rewards, sample new problems for them (at most
+        ``dynamic_sampling_max_rounds`` rounds). Returns every drawn problem, every graded
+        rollout (the sampler records them all), the informative ones (trained) and the
+        runners' metrics of every round."""
+        cfg = self.config
+        indices, sampled, runner_metrics = list(indices), list(rollouts), list(runner_metrics)
+        kept, flat = split_informative(rollouts)
+        flat_groups, rounds = len(flat), 0
+        while rounds < cfg.dynamic_sampling_max_rounds:
+            missing = cfg.problems_per_iteration - len({r.problem_index for r in kept})
+            more = self.problem_buffer.sample(missing, iteration) if missing > 0 else []
+            if not more:
+                break
+            rounds += 1
+            new, metrics = self._sample(more, iteration, round_=rounds)
+            indices += more
+            sampled += new
+            runner_metrics += metrics
+            informative, flat = split_informative(new)
+            kept += informative
+            flat_groups += len(flat)
+        self.metrics.log_value((K15_RESULTS, DYNAMIC_SAMPLING_ROUNDS), rounds, window=1)
+        self.metrics.log_value(
+            (K15_RESULTS, DYNAMIC_FILTERED_FRAC), flat_groups / max(len(indices), 1), window=1
+        )
+        return indices, sampled, kept, runner_metrics
+
     def _sample(
-        self, indices: list[int], iteration: int, continuations: dict | None = None
+        self,
+        indices: list[int],
+        iteration: int,
+        continuations: dict | None = None,
+        round_: int = 0,
     ) -> tuple[list[Rollout], list]:
         """Sample ``indices`` on the EnvRunners. With ``continuations`` (partial rollouts:
         problem -> unfinished responses) one segment per response (``sample_segments``);
-        the returned items are then finished Rollouts and unfinished PartialRollouts."""
+        the returned items are then finished Rollouts and unfinished PartialRollouts.
+        ``round_`` > 0: an extra sampling round of the iteration (its own seeds)."""
         group = self.env_runner_group
         seed = self.config.seed or 0
 
         def call(er, shard_index: int, shard: list[int]):  # runs in the EnvRunner
-            reseed_engine(er, shard_seed(seed, iteration, shard_index))
+            reseed_engine(er, shard_seed(seed, iteration, shard_index, round_))
             if continuations is not None:
                 conts = {p: continuations[p] for p in shard if p in continuations}
                 return er.sample_segments(shard, conts, iteration), er.get_metrics()

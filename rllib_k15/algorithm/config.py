@@ -68,6 +68,8 @@ class K15Config(AlgorithmConfig):
     samples_per_problem: int
     problems_per_iteration: int
     max_response_tokens: int
+    dynamic_sampling: bool
+    dynamic_sampling_max_rounds: int
     mask_truncated_responses: bool
     overlong_buffer_tokens: int
     overlong_penalty_weight: float
@@ -134,6 +136,8 @@ class K15Config(AlgorithmConfig):
         samples_per_problem: int | NotProvidedType = NotProvided,
         problems_per_iteration: int | NotProvidedType = NotProvided,
         max_response_tokens: int | NotProvidedType = NotProvided,
+        dynamic_sampling: bool | NotProvidedType = NotProvided,
+        dynamic_sampling_max_rounds: int | NotProvidedType = NotProvided,
         mask_truncated_responses: bool | NotProvidedType = NotProvided,
         overlong_buffer_tokens: int | NotProvidedType = NotProvided,
         overlong_penalty_weight: float | NotProvidedType = NotProvided,
@@ -322,6 +326,21 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _dynamic_sampling_errors(c: K15Config):
+    """DAPO dynamic sampling: a bool, a round count, and no partial rollouts."""
+    if not isinstance(c.dynamic_sampling, bool):
+        yield f"`dynamic_sampling` ({c.dynamic_sampling!r}) must be true or false"
+    rounds = c.dynamic_sampling_max_rounds
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+        yield f"`dynamic_sampling_max_rounds` ({rounds!r}) must be an integer >= 0"
+    if c.dynamic_sampling is True and c.partial_rollout_max_tokens:
+        yield (
+            "`dynamic_sampling` does not work with partial rollouts yet "
+            f"(`partial_rollout_max_tokens` = {c.partial_rollout_max_tokens}): a group's "
+            "rewards are known only when its last segment finishes; turn one of them off"
+        )
+
+
 def _overlong_errors(c: K15Config):
     """The DAPO overlong options: a buffer inside the cap, a non-negative weight, a bool."""
     if not isinstance(c.mask_truncated_responses, bool):
@@ -403,6 +422,7 @@ def _field_errors(c: K15Config):
     if not isinstance(c.repeat_penalty, (int, float)) or c.repeat_penalty < 0:
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     yield from _overlong_errors(c)
+    yield from _dynamic_sampling_errors(c)
     if c.loss_aggregation != LossAggregation.SEQ_MEAN_TOKEN_MEAN.value and c.loss != "grpo":
         yield (
             f"`loss_aggregation` ({c.loss_aggregation!r}) applies to the token-level loss "

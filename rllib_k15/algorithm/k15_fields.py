@@ -131,6 +131,21 @@ class K15Fields:
             "help": "Hard cap on response length; a response cut here is `truncated` and scores 0."
         },
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "DAPO dynamic sampling (rllib_k15.rollout.dynamic_sampling): drop the "
+            "problems whose k responses all got the same reward (no OPMD/GRPO signal) and "
+            "sample new ones, up to `dynamic_sampling_max_rounds` extra rounds, until the "
+            "iteration has `problems_per_iteration` informative groups (else it trains on "
+            "fewer). More generation per iteration, no compute on zero-signal groups. Not "
+            "with partial rollouts."
+        },
+    )
+    dynamic_sampling_max_rounds: int = field(
+        default=3,
+        metadata={"help": "Extra sampling rounds per iteration that `dynamic_sampling` may use."},
+    )
     mask_truncated_responses: bool = field(
         default=False,
         metadata={

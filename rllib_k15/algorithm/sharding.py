@@ -72,10 +72,13 @@ def sample_deadline_s(tokens_per_shard: int, min_tokens_per_s: float, floor_s: f
     return float(floor_s) + tokens_per_shard / float(min_tokens_per_s)
 
 
-def shard_seed(seed: int, iteration: int, shard: int) -> int:
+def shard_seed(seed: int, iteration: int, shard: int, round_: int = 0) -> int:
     """Sampling seed of ``shard`` in ``iteration``: a 32-bit word of
-    ``numpy.random.SeedSequence([seed, iteration, shard])`` (independent streams per key)."""
-    words = np.random.SeedSequence([int(seed), int(iteration), int(shard)]).generate_state(1)
+    ``numpy.random.SeedSequence([seed, iteration, shard])`` (independent streams per key);
+    the ``round_``-th extra sampling round of an iteration (dynamic sampling) appends it to
+    the key."""
+    key = [int(seed), int(iteration), int(shard)] + ([int(round_)] if round_ else [])
+    words = np.random.SeedSequence(key).generate_state(1)
     return int(words[0])
 
 

@@ -81,6 +81,7 @@ class K15Config(AlgorithmConfig):
     num_epochs: int
     minibatch_size: int
     micro_batch_size: int
+    optimizer: str
     weight_decay: float
     adam_betas: tuple[float, float]
     reference_logprobs: str
@@ -149,6 +150,7 @@ class K15Config(AlgorithmConfig):
         num_epochs: int | NotProvidedType = NotProvided,
         minibatch_size: int | NotProvidedType = NotProvided,
         micro_batch_size: int | NotProvidedType = NotProvided,
+        optimizer: str | NotProvidedType = NotProvided,
         weight_decay: float | NotProvidedType = NotProvided,
         adam_betas: tuple[float, float] | NotProvidedType = NotProvided,
         reference_logprobs: str | NotProvidedType = NotProvided,
@@ -423,6 +425,10 @@ def _field_errors(c: K15Config):
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     yield from _overlong_errors(c)
     yield from _dynamic_sampling_errors(c)
+    if c.optimizer not in ("adamw", "muon"):
+        yield f"`optimizer` ({c.optimizer!r}) must be 'adamw' or 'muon'"
+    elif c.optimizer == "muon" and c.deepspeed is not None:
+        yield "`optimizer` 'muon' does not work with `deepspeed` (it builds its own optimizer)"
     if c.loss_aggregation != LossAggregation.SEQ_MEAN_TOKEN_MEAN.value and c.loss != "grpo":
         yield (
             f"`loss_aggregation` ({c.loss_aggregation!r}) applies to the token-level loss "

@@ -230,6 +230,16 @@ class K15Fields:
             "memory, costs speed; no effect on the maths."
         },
     )
+    optimizer: str = field(
+        default="adamw",
+        metadata={
+            "help": "`adamw`, or `muon`: torch.optim.Muon (Newton-Schulz orthogonalised "
+            "momentum) on the 2-D hidden weights with the update RMS matched to AdamW's, AdamW "
+            "on embeddings, head and norms (rllib_k15.algorithm.learner.muon_param_split), so "
+            "`lr` and `weight_decay` carry over. `reset_optimizer_each_iteration` resets both. "
+            "Not with `deepspeed` (DeepSpeed builds its own optimizer)."
+        },
+    )
     weight_decay: float = field(
         default=0.0,
         metadata={

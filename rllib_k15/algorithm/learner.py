@@ -87,18 +87,47 @@ def _seeded_minibatch_shuffle(seed: int | None, module):
         np.random.set_state(saved)
 
 
+def muon_param_split(named_params) -> tuple[list, list]:
+    """(Muon's, AdamW's) parameters: Muon orthogonalises matrix updates, so it takes the 2-D
+    weights of the hidden layers; embeddings and the LM head (token-indexed rows, tied in
+    SmolLM2), norms and biases stay on AdamW, as in Kimi's Muon work."""
+    muon, adamw = [], []
+    for name, param in named_params:
+        if not param.requires_grad:
+            continue
+        matrix = param.ndim == 2 and "embed" not in name and "lm_head" not in name
+        (muon if matrix else adamw).append(param)
+    return muon, adamw
+
+
 class K15TorchLearner(TorchLearner):
     """TorchLearner whose module is a :class:`CausalLMRLModule`."""
 
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        """AdamW on every parameter, or (``optimizer="muon"``) Muon on the 2-D hidden
+        weights and AdamW on the rest (:func:`muon_param_split`)."""
         module = self._module[module_id]
         params = self.get_parameters(module)
-        optimizer = torch.optim.AdamW(
-            params, lr=config.lr, betas=tuple(config.adam_betas), weight_decay=config.weight_decay
-        )
-        self.register_optimizer(
-            module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
-        )
+        adamw_kwargs = {"betas": tuple(config.adam_betas), "weight_decay": config.weight_decay}
+        groups = {"default_optimizer": params}
+        if config.optimizer == "muon":
+            lm = (module.unwrapped() if hasattr(module, "unwrapped") else module).lm
+            muon, adamw = muon_param_split(lm.named_parameters())
+            groups = {"muon": muon, "adamw": adamw}
+        for name, group in groups.items():
+            if name == "muon":
+                # Kimi's Muon recipe: the update's RMS matched to AdamW's (0.2 · lr), so the
+                # AdamW learning rate and weight decay carry over unchanged
+                optimizer = torch.optim.Muon(
+                    group, lr=config.lr, weight_decay=config.weight_decay,
+                    adjust_lr_fn="match_rms_adamw",
+                )  # fmt: skip
+            else:
+                optimizer = torch.optim.AdamW(group, lr=config.lr, **adamw_kwargs)
+            self.register_optimizer(
+                module_id=module_id, optimizer_name=name, optimizer=optimizer, params=group,
+                lr_or_lr_schedule=config.lr,
+            )  # fmt: skip
 
     def build(self) -> None:
         super().build()
@@ -112,7 +141,7 @@ class K15TorchLearner(TorchLearner):
 
     # ----------------------------------------------------------------- iteration start
     def reset_optimizer_state(self) -> None:
-        """Forget Adam moments and step counts (report: reset at every iteration)."""
+        """Forget Adam (and Muon) moments and step counts (report: reset every iteration)."""
         for optim in self._optimizer_parameters:
             optim.state.clear()
         self.metrics.log_value(OPTIMIZER_RESETS, 1, reduce="sum")

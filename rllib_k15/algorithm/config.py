@@ -17,6 +17,7 @@ from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.from_config import _NotProvided as NotProvidedType
 
 from rllib_k15.algorithm.k15_fields import K15Fields
+from rllib_k15.algorithm.lora import lora_errors
 from rllib_k15.core.losses import LogprobReduction, LossAggregation, LossType
 from rllib_k15.core.rewards import Baseline
 from rllib_k15.distributed.deepspeed_config import learner_setting_errors
@@ -81,6 +82,7 @@ class K15Config(AlgorithmConfig):
     num_epochs: int
     minibatch_size: int
     micro_batch_size: int
+    lora: dict[str, Any] | None
     optimizer: str
     weight_decay: float
     adam_betas: tuple[float, float]
@@ -150,6 +152,7 @@ class K15Config(AlgorithmConfig):
         num_epochs: int | NotProvidedType = NotProvided,
         minibatch_size: int | NotProvidedType = NotProvided,
         micro_batch_size: int | NotProvidedType = NotProvided,
+        lora: dict[str, Any] | None | NotProvidedType = NotProvided,
         optimizer: str | NotProvidedType = NotProvided,
         weight_decay: float | NotProvidedType = NotProvided,
         adam_betas: tuple[float, float] | NotProvidedType = NotProvided,
@@ -221,6 +224,7 @@ class K15Config(AlgorithmConfig):
                 "bf16_dither": self.bf16_rounding == "dither",
                 "dither_forward": self.deepspeed is None,
                 "seed": self.seed or 0,
+                "lora": dict(self.lora) if self.lora else None,
             },
         )
 
@@ -425,6 +429,9 @@ def _field_errors(c: K15Config):
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     yield from _overlong_errors(c)
     yield from _dynamic_sampling_errors(c)
+    yield from lora_errors(c.lora)
+    if c.lora and c.deepspeed is not None:
+        yield "`lora` does not work with `deepspeed` yet: use full fine-tuning there"
     if c.optimizer not in ("adamw", "muon"):
         yield f"`optimizer` ({c.optimizer!r}) must be 'adamw' or 'muon'"
     elif c.optimizer == "muon" and c.deepspeed is not None:

@@ -230,6 +230,15 @@ class K15Fields:
             "memory, costs speed; no effect on the maths."
         },
     )
+    lora: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "LoRA adapters through peft (rllib_k15.algorithm.lora), e.g. {r: 16, alpha: "
+            "32, dropout: 0.0, target_modules: [q_proj, v_proj]} (default targets: every linear "
+            "layer of a block). Only the adapters train; weight sync and `k15 export` send "
+            "merged weights W + (α/r)·B·A. None = full fine-tuning. Not with `deepspeed`."
+        },
+    )
     optimizer: str = field(
         default="adamw",
         metadata={

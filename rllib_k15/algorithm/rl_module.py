@@ -54,6 +54,10 @@ class CausalLMRLModule(TorchRLModule):
         self.lm = load_hf_model(cfg["model_path"], dtype=cfg.get("dtype", "float32"))
         if cfg.get("gradient_checkpointing"):
             self.lm.gradient_checkpointing_enable()
+        if cfg.get("lora"):  # only the adapters train (rllib_k15.algorithm.lora)
+            from rllib_k15.algorithm.lora import apply_lora
+
+            self.lm = apply_lora(self.lm, cfg["lora"])
         self._autocast_bf16 = bool(cfg.get("autocast_bf16", False))
         self._dither = bool(cfg.get("bf16_dither", False))  # sync (and forward) dithered
         # DeepSpeed keeps its own bf16 parameter copies: no dithered forward there
@@ -141,15 +145,21 @@ class CausalLMRLModule(TorchRLModule):
         self._rounded.clear()
 
     def hf_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights under the plain Hugging Face names (for export): fp32 master weights."""
-        return {k: v.detach() for k, v in self.lm.state_dict().items()}
+        """Weights under the plain Hugging Face names (for export): fp32 master weights
+        (LoRA adapters merged in, :func:`rllib_k15.algorithm.lora.merged_hf_state_dict`)."""
+        from rllib_k15.algorithm.lora import merged_hf_state_dict
+
+        return merged_hf_state_dict(self.lm)
 
     def engine_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights as the engine should load them: its dtype; bf16 with this version's
         dither (tied weights share one name's dither, so they stay tied)."""
-        canonical = {p.data_ptr(): name for name, p in self.lm.named_parameters()}
+        weights = self.hf_state_dict()
+        canonical = {}
+        for name, tensor in weights.items():  # first name of each storage (tied weights)
+            canonical.setdefault(tensor.data_ptr(), name)
         out = {}
-        for key, tensor in self.lm.state_dict().items():
+        for key, tensor in weights.items():
             tensor = tensor.detach()
             if self._engine_dtype == torch.bfloat16 and tensor.dtype == torch.float32:
                 name = canonical.get(tensor.data_ptr(), key)

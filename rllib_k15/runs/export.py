@@ -29,8 +29,13 @@ def module_checkpoint_dir(checkpoint: str | Path, module_id: str = "default_poli
     return candidate
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16") -> Path:
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, dtype: str = "bfloat16", adapter: bool = False
+) -> Path:
+    """Write the policy as a plain HF directory. A LoRA policy is merged (W + (α/r)·B·A);
+    with ``adapter`` its peft adapter is also written to ``out_dir/adapter``."""
     import torch
+    from peft import PeftModel
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     from rllib_k15.models import load_tokenizer
@@ -38,7 +43,14 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, dtype: str = 
     module = RLModule.from_checkpoint(str(module_checkpoint_dir(checkpoint).resolve()))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model = module.lm.to(getattr(torch, dtype))
+    model = module.lm
+    if isinstance(model, PeftModel):
+        if adapter:
+            model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()  # this module is ours alone: merging in place is fine
+    elif adapter:
+        raise ValueError(f"{checkpoint} is not a LoRA policy: there is no adapter to export")
+    model = model.to(getattr(torch, dtype))
     model.save_pretrained(out)
     load_tokenizer(module.model_config["model_path"]).save_pretrained(out)
     return out

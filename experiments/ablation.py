@@ -64,6 +64,15 @@ EXPERIMENTS = {
         mark_iteration=6.5,
         mark_label="curriculum: hard problems only",
     ),
+    "training_options": Experiment(
+        "AdamW vs Muon vs LoRA at equal budget, SmolLM2-135M, 1-digit addition, test split",
+        {
+            "AdamW": "tuned_examples/ablations/options_adamw_smollm2.yaml",
+            "Muon": "tuned_examples/ablations/options_muon_smollm2.yaml",
+            "LoRA r16": "tuned_examples/ablations/options_lora_smollm2.yaml",
+        },
+        iterations=6,
+    ),
 }
 
 

@@ -46,7 +46,13 @@ _SEP = "\x1f"  # joins the parts of a content key (a character no prompt uses)
 
 
 class SplitError(ValueError):
-    """A split with too few problems for the env that asked for it."""
+    """A split with too few problems for the env that asked for it.
+
+    ``found``: how many distinct problems the split had (None when not counted)."""
+
+    def __init__(self, message: str, *, found: int | None = None) -> None:
+        super().__init__(message)
+        self.found = found
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,8 @@ def take_split(
     raise SplitError(
         f"{what} {spec.describe()}: only {len(kept)} distinct problems in that split "
         f"(among the first {limit} generated), fewer than size={size}; ask for a smaller "
-        "size, another test_fraction or harder levels"
+        "size, another test_fraction or harder levels",
+        found=len(kept),
     )
 
 
@@ -149,6 +156,7 @@ def filter_split(
     kept = [p for p, k in zip(problems, keys, strict=True) if spec.contains(k)]
     if not kept:
         raise SplitError(
-            f"{what} {spec.describe()}: none of its {len(problems)} rows is in that split"
+            f"{what} {spec.describe()}: none of its {len(problems)} rows is in that split",
+            found=0,
         )
     return kept

@@ -8,6 +8,8 @@ trade-off, in :class:`rllib_k15.algorithm.k15_fields.K15Fields`. YAML files unde
 
 from __future__ import annotations
 
+import logging
+
 import os
 from dataclasses import fields
 from typing import Any
@@ -26,6 +28,8 @@ from rllib_k15.hardware import resolve_autocast
 _DEFAULTS = K15Fields()
 # name -> (default, help), in declaration order: the shape the trainer, the experiment files
 # and the tests read. Derived from K15Fields, which declares (and documents) each field once.
+logger = logging.getLogger(__name__)
+
 K15_FIELDS: dict[str, tuple[Any, str]] = {
     f.name: (getattr(_DEFAULTS, f.name), f.metadata["help"]) for f in fields(K15Fields)
 }
@@ -104,6 +108,7 @@ class K15Config(AlgorithmConfig):
     eval_problems: int
     eval_samples: int
     eval_env_config: dict[str, Any]
+    use_splits: bool
     env_runner_sample_timeout_s: float | str | None
     env_runner_min_tokens_per_s: float
     deepspeed: dict[str, Any] | None
@@ -174,6 +179,7 @@ class K15Config(AlgorithmConfig):
         eval_problems: int | NotProvidedType = NotProvided,
         eval_samples: int | NotProvidedType = NotProvided,
         eval_env_config: dict[str, Any] | NotProvidedType = NotProvided,
+        use_splits: bool | NotProvidedType = NotProvided,
         env_runner_sample_timeout_s: float | str | None | NotProvidedType = NotProvided,
         env_runner_min_tokens_per_s: float | NotProvidedType = NotProvided,
         deepspeed: dict[str, Any] | None | NotProvidedType = NotProvided,
@@ -249,6 +255,29 @@ class K15Config(AlgorithmConfig):
         errors = list(_field_errors(self))
         if errors:
             raise ValueError("Invalid K15Config:\n  " + "\n  ".join(errors))
+        for note in self.resolve_splits():
+            logger.warning(note)
+
+    def resolve_splits(self) -> list[str]:
+        """Fill in the default ``train`` / ``test`` splits (``use_splits``; see
+        :mod:`rllib_k15.algorithm.default_splits`); returns notes on what was cut or is weak.
+        Idempotent, so it also runs in ``validate``."""
+        if not self.use_splits or not self.env or not isinstance(self.env, str):
+            return []
+        from rllib_k15.algorithm.default_splits import resolve_splits
+
+        resolved = resolve_splits(
+            self.env,
+            self.env_config,
+            self.eval_env_config,
+            eval_problems=self.eval_problems,
+            evaluates=bool(self.eval_interval),
+        )
+        if resolved.env_config != dict(self.env_config or {}):
+            self.env_config = resolved.env_config
+        if resolved.eval_env_config != dict(self.eval_env_config or {}):
+            self.eval_env_config = resolved.eval_env_config
+        return resolved.notes
 
     @property
     def train_batch_size_per_iteration(self) -> int:

@@ -398,8 +398,8 @@ class K15Fields:
         default=32,
         metadata={
             "help": "Held-out problems per evaluation: the first N problems of the env made "
-            "with `env_config` + `eval_env_config` (disjoint from training only with the "
-            "`split` arguments, see `eval_env_config`)."
+            "with `env_config` + `eval_env_config` (the `test` split by default, see "
+            "`use_splits`)."
         },
     )
     eval_samples: int = field(
@@ -409,9 +409,20 @@ class K15Fields:
     eval_env_config: dict[str, Any] = field(
         default_factory=dict,
         metadata={
-            "help": "env_config overrides for the held-out set. Disjoint by construction: "
-            "`{split: test}` with `env_config: {split: train}` (a content hash decides, see "
-            "k15_envs.splits); another `seed` alone draws from the same problem pool."
+            "help": "env_config overrides for the held-out set. With `use_splits` (default) "
+            "`split: test` and `size: eval_problems` are filled in: disjoint from training by "
+            "construction (k15_envs.splits); another `seed` alone would draw from the same "
+            "problem pool."
+        },
+    )
+    use_splits: bool = field(
+        default=True,
+        metadata={
+            "help": "Train on the env's `split: train` problems and evaluate on its "
+            "`split: test` ones (disjoint by construction, a content hash decides) unless "
+            "`env_config` / `eval_env_config` set `split` themselves (`split: null` = unsplit). "
+            "Envs without a `split` argument are left alone "
+            "(rllib_k15.algorithm.default_splits)."
         },
     )
     env_runner_sample_timeout_s: float | str | None = field(

@@ -82,7 +82,9 @@ class ReferenceStats:
         if env != self.env or dict(env_config or {}) != self.env_config:
             raise ValueError(
                 f"`o1_pruner_reference_stats` was collected on env {self.env!r} with "
-                f"env_config {self.env_config}, but training uses {env!r} with {env_config}"
+                f"env_config {self.env_config}, but training uses {env!r} with {env_config} "
+                "(training fills in `split: train` unless `use_splits: false`; collect with "
+                "the same env kwargs, split included)"
             )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

@@ -6,11 +6,12 @@
     k15 eval --endpoint http://127.0.0.1:8000/v1 [--served-model ID] \\
         --model smollm2-135m-instruct --env k15/Arithmetic-v0 --problems 64 --samples 4
 
-Samples ``--samples`` responses for each of the first ``--problems`` problems, grades them
-with the env's verifier and prints Pass@1 (averaged over samples), its spread over runs,
-mean and percentile response tokens and throughput. Run ``r`` samples with seed
-``S + r``; the problems are the same in every run (they depend on the env's own ``seed``
-kwarg, default 0 — use another env seed than training's for a held-out set).
+Samples ``--samples`` responses for each of the first ``--problems`` problems of the env's
+``--split`` (default ``test``: disjoint by construction from the ``train`` split that
+``k15 train`` uses, see ``k15_envs.splits``), grades them with the env's verifier and prints
+Pass@1 (averaged over samples) with its 95 % interval (bootstrap over problems), its spread
+over runs, mean and percentile response tokens and throughput. Run ``r`` samples with seed
+``S + r``; the problems are the same in every run.
 
 ``--endpoint URL`` evaluates any OpenAI-compatible server (``k15 serve``, vLLM's own) with
 the same metrics: the prompts are chat-templated locally with the tokenizer of ``--model``
@@ -48,6 +49,13 @@ def add_parser(subparsers: Any) -> None:
         "--env", default="k15/Arithmetic-v0", help="gymnasium env id (default: %(default)s)"
     )
     p.add_argument("--env-kwargs", default="{}", help="JSON kwargs for gym.make (default: {})")
+    p.add_argument(
+        "--split",
+        choices=("test", "train", "none"),
+        default="test",
+        help="the env's split to evaluate on (default: test, disjoint from the train split "
+        "the trainer uses; none = unsplit); ignored when --env-kwargs sets `split`",
+    )
     p.add_argument(
         "--model",
         default="smollm2-135m-instruct",
@@ -168,6 +176,7 @@ def _open_engine(args: argparse.Namespace) -> tuple[Any, str, str, dict[str, Any
 
 
 def run(args: argparse.Namespace) -> int:
+    from rllib_k15.algorithm.default_splits import eval_split_kwargs
     from rllib_k15.env_factory import make_unwrapped_env
     from rllib_k15.evaluation.evaluate import (
         append_results,
@@ -182,6 +191,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--env-kwargs must be a JSON object, got {args.env_kwargs!r}")
     if args.runs < 1:
         raise SystemExit(f"--runs ({args.runs}) must be >= 1")
+    split = None if args.split == "none" else args.split
+    env_kwargs, notes = eval_split_kwargs(args.env, env_kwargs, split, args.problems)
+    for note in notes:
+        print(f"note: {note}")
     env = make_unwrapped_env(args.env, env_kwargs)
     try:
         engine, engine_name, label, meta = _open_engine(args)

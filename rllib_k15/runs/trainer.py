@@ -61,6 +61,15 @@ def preflight(config) -> None:
     env id, ``env_config`` field or dataset file fails first, naming what is wrong."""
     from rllib_k15.env_factory import make_reasoning_env
 
+    given = dict(config.env_config or {})
+    try:
+        notes = config.resolve_splits() if hasattr(config, "resolve_splits") else []
+    except TypeError as err:  # gym passes env_config as keyword arguments
+        raise ValueError(
+            f"`env_config` ({given!r}) does not fit environment {config.env!r}: {err}"
+        ) from None
+    for note in notes:
+        print(f"note: {note}")
     configs = [("env_config", config.env_config or {})]
     if config.eval_interval:
         eval_config = {**(config.env_config or {}), **(config.eval_env_config or {})}

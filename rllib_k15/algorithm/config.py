@@ -9,7 +9,6 @@ trade-off, in :class:`rllib_k15.algorithm.k15_fields.K15Fields`. YAML files unde
 from __future__ import annotations
 
 import logging
-
 import os
 from dataclasses import fields
 from typing import Any

@@ -44,6 +44,15 @@ even for a right solution): tests that check that the solution mutated an argume
 place (the child works on a copy), object identity (``candidate(x) is x``), or values
 outside the encoding (functions, iterators, other classes' instances, subclasses).
 
+Stdio runs (``ENTRY_POINT`` is ``--stdio``; ``run_stdio``): ``program.py`` (untrusted) runs
+in a child started like a test run's solution process (same confinement, nested Landlock
+domain, no nonce or result pipe) as ``_harness.py --program ERROR_FD``, with ``stdin.txt``
+on its stdin and the captured stdout/stderr. An exception in it goes to ``ERROR_FD`` as
+``Type: message``; ``SystemExit`` ends it with its code as in a plain run. The harness waits
+for it and reports ``PASS`` for exit status 0, ``FAIL <Type>: <message>`` for an exception,
+else leaves the way it did. The expected output never enters the sandbox: the parent
+compares stdout.
+
 Program runs (no ``ENTRY_POINT``; ``run_python(str)``, for trusted programs such as the
 sandbox's self-checks) execute ``program.py`` in this interpreter: a pass means only that
 it ran to the end; they are no trust boundary for untrusted code.
@@ -366,7 +375,59 @@ def _run_program(report, passed, guard: bool) -> None:
     os._exit(0)
 
 
+def _run_stdio(report, passed, guard: bool, libc) -> None:
+    """Stdio run: ``program.py`` in a child process with ``stdin.txt`` as its stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    stdin = os.open("stdin.txt", os.O_RDONLY)
+    os.dup2(stdin, 0)
+    os.close(stdin)
+    error_r, error_w = os.pipe()
+    flags = ["-I", "-B"] + (["-S"] if sys.flags.no_site else [])
+    argv = [sys.executable, *flags, os.path.abspath(__file__), "--program", str(error_w)]
+    env = {**os.environ, **({"K15_SOCKET_GUARD": "1"} if guard else {})}
+    _inherit_only((error_w,))
+    pid = _spawn(argv, env, libc)
+    os.close(error_w)
+    returncode = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    os.set_blocking(error_r, False)
+    try:
+        error = os.read(error_r, _FAIL_CHARS).split(b"\n", 1)[0]
+    except OSError:
+        error = b""
+    if returncode == 0:
+        passed()
+        os._exit(0)
+    if returncode > 0 and error:
+        report(b"FAIL " + error + b"\n")
+        os._exit(1)
+    _die_like(returncode)
+
+
+def _program_child(error_fd: int) -> None:
+    """The untrusted side of a stdio run: ``program.py`` as ``__main__``; an exception is
+    written to ``error_fd`` as ``Type: message`` (exit status 1)."""
+    os.set_inheritable(error_fd, False)
+    if os.environ.pop("K15_SOCKET_GUARD", None) == "1":
+        _load_wire().guard_sockets()
+    with open("program.py", encoding="utf-8") as fh:
+        source = fh.read()
+    sys.argv = ["program.py"]
+    namespace = {"__name__": "__main__", "__file__": "program.py", "__builtins__": __builtins__}
+    try:
+        exec(compile(source, "program.py", "exec"), namespace)  # noqa: S102 - confined child
+        if not getattr(sys.stdout, "closed", True):
+            sys.stdout.flush()  # a write past RLIMIT_FSIZE raises here, not at shutdown
+    except SystemExit:
+        raise  # the interpreter exits with its code, as a plain run would
+    except BaseException as exc:  # noqa: BLE001 - reported to the harness
+        os.write(error_fd, _fail_line(exc)[5:])
+        os._exit(1)
+
+
 def _main() -> None:
+    if sys.argv[1] == "--program":
+        _program_child(int(sys.argv[2]))
+        return
     libc = _libc()
     _undumpable(libc)
     nonce_fd, result_fd = int(sys.argv[1]), int(sys.argv[2])
@@ -376,6 +437,8 @@ def _main() -> None:
     report, passed = _reporter(result_fd, nonce)
     del nonce
     guard = os.environ.pop("K15_SOCKET_GUARD", None) == "1"  # for the untrusted code
+    if len(sys.argv) > 3 and sys.argv[3] == "--stdio":
+        _run_stdio(report, passed, guard, libc)
     if len(sys.argv) > 3:
         _run_tests(sys.argv[3], report, passed, guard, libc)
     _run_program(report, passed, guard)

@@ -24,12 +24,19 @@ code verifier uses) - or a plain string run as one program in the harness's own
 interpreter, for trusted programs only (the sandbox's self-checks): code in it can forge
 its own pass.
 
+``run_stdio(program, stdin, config)`` runs an untrusted stdin/stdout program once (the
+harness's stdio run): "passed" means it exited with status 0 (``sys.exit(0)`` included;
+any other exit status is "early_exit"), and ``stdout`` holds all it printed (at most
+``max_file_bytes``; more is "output_limit"), for the caller to compare with the expected
+output outside the sandbox. ``stderr`` keeps its last ``max_output_chars`` characters.
+
 Thread-safe: no ``preexec_fn`` runs in this process (all confinement happens in the
 single-threaded supervisor), so it can be called from worker threads and Ray actors.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -46,6 +53,7 @@ __all__ = [
     "RunReport",
     "SplitProgram",
     "run_python",
+    "run_stdio",
     "classify",
     "start_supervisor",
     "base_env",
@@ -57,6 +65,7 @@ HARNESS = Path(__file__).with_name("harness.py")
 SCRIPTS = ("_solution.py", "_wire.py")  # copied next to the harness (test runs use both)
 SUPERVISOR_GRACE_S = 15.0  # supervisor start-up + teardown allowance beyond the wall limit
 DETAIL_CHARS = 300  # at most this much of the program's exception text reaches ``detail``
+STDIO_STDOUT_CAP = 16 << 20  # stdout a stdio run returns when ``max_file_bytes`` is None
 
 
 @dataclass(frozen=True)
@@ -306,12 +315,36 @@ def run_python(
     program: str | SplitProgram, config: SandboxConfig, *, tag: str | None = None
 ) -> RunReport:
     """Run ``program`` (a :class:`SplitProgram`, or one trusted program) in the sandbox once."""
-    flags = ["-I", "-B"] + ([] if config.allow_site_packages else ["-S"])
     files, extra = _harness_files(program)
+    return _run_harness(files, extra, config, tag, config.max_output_chars)
+
+
+def run_stdio(
+    program: str, stdin: str, config: SandboxConfig, *, tag: str | None = None
+) -> RunReport:
+    """Run the untrusted stdin/stdout ``program`` once with ``stdin`` as its standard input
+    (see the module docstring); the caller compares ``stdout`` with the expected output."""
+    files, _ = _harness_files(program)
+    files["stdin.txt"] = stdin
+    cap = config.max_file_bytes or STDIO_STDOUT_CAP
+    report = _run_harness(files, ["--stdio"], config, tag, cap)
+    tail = report.stderr[-config.max_output_chars :] if config.max_output_chars else ""
+    report = dataclasses.replace(report, stderr=tail)
+    if config.max_file_bytes is None and len(report.stdout.encode()) >= cap:
+        report = dataclasses.replace(report, status="output_limit", detail=f"stdout >= {cap} bytes")
+    return report
+
+
+def _run_harness(
+    files: dict[str, str], extra: list[str], config: SandboxConfig, tag: str | None, chars: int
+) -> RunReport:
+    """One harness run under the supervisor; ``chars``: stdout/stderr tail returned."""
+    flags = ["-I", "-B"] + ([] if config.allow_site_packages else ["-S"])
     argv = [_python(), *flags, "{tmp}/_harness.py", "{nonce_fd}", "{result_fd}", *extra]
     spec = make_spec(
         config, argv, files=files, nonce=True, extra_env={"K15_SANDBOX_TAG": tag} if tag else None
     )
+    spec["output_chars"] = chars
     proc = start_supervisor(spec)
     limit = (config.wall_time_s or 3600.0) + SUPERVISOR_GRACE_S
     try:

@@ -1,8 +1,13 @@
 """Code verifier: runs the response's solution against the problem's tests in the sandbox.
 
+Two row kinds: HumanEval functions (``entry_point`` + ``test``; below) and stdin/stdout
+programs (``tests``: input/output cases; graded by ``code_stdio.grade_stdio``, one sandboxed
+run per case, outputs compared outside the sandbox).
+
 Code extraction: the last fenced block (```` ```python ````, ```` ```py ```` or a bare
 fence) that defines the entry point, else the last fenced block, else the whole response
-as a completion of the prompt. The program is HumanEval's, split at the trust boundary
+as a completion of the prompt (stdin/stdout rows: the last fenced block, else the whole
+response). The program is HumanEval's, split at the trust boundary
 (:func:`build_program`)::
 
     solution (untrusted, its own process):  prompt + code
@@ -36,9 +41,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from k15_envs.sandbox import CODE_DEFAULTS, SandboxConfig, default_pool_size, resolve_config
-from k15_envs.sandbox.runner import RunReport, SplitProgram, cap_text, run_python
+from k15_envs.sandbox.runner import RunReport, SplitProgram, cap_text, run_python, run_stdio
 from k15_envs.types import Problem, Reason, Verdict, error_reason
 from k15_envs.verifiers.base import PooledVerifier, VerifierKind, register_verifier
+from k15_envs.verifiers.code_stdio import grade_stdio
 
 __all__ = ["CodeVerifier", "extract_code", "build_program"]
 
@@ -73,11 +79,12 @@ def _defines(code: str, entry_point: str) -> bool:
     return re.search(pattern, code, re.MULTILINE) is not None
 
 
-def extract_code(response: str, entry_point: str) -> str | None:
-    """The code in ``response`` (see the module docstring), or None if there is none."""
+def extract_code(response: str, entry_point: str | None) -> str | None:
+    """The code in ``response`` (see the module docstring), or None if there is none;
+    ``entry_point`` None: no preference for a block that defines it (stdin/stdout rows)."""
     blocks = _fenced_blocks(response)
     if blocks:
-        defining = [b for b in blocks if _defines(b, entry_point)]
+        defining = [b for b in blocks if entry_point and _defines(b, entry_point)]
         code = (defining or blocks)[-1]
     else:
         code = response
@@ -110,6 +117,10 @@ class _Runner:
         with self.slots:
             return run_python(program, config)
 
+    def run_stdio(self, program: str, stdin: str, config: SandboxConfig) -> RunReport:
+        with self.slots:
+            return run_stdio(program, stdin, config)
+
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -136,11 +147,23 @@ class CodeVerifier(PooledVerifier):
 
     def verify(self, problem: Problem, response: str) -> Verdict:
         meta = problem.metadata
+        if "tests" in meta:
+            return self._verify_stdio(meta["tests"], response)
         code = extract_code(response, meta["entry_point"])
         if code is None:
             return Verdict.failed(Reason.NO_ANSWER)
         program = build_program(meta["prompt"], code, meta["test"], meta["entry_point"])
         return _to_verdict(self._get_resource().run(program, self.sandbox), code)
+
+    def _verify_stdio(self, cases, response: str) -> Verdict:
+        """A stdin/stdout row: one sandboxed run per case (``code_stdio``)."""
+        program = extract_code(response, None)
+        if program is None:
+            return Verdict.failed(Reason.NO_ANSWER)
+        runner = self._get_resource()
+        return grade_stdio(
+            program, cases, lambda code, stdin: runner.run_stdio(code, stdin, self.sandbox)
+        )
 
     def verify_many(self, problems: Sequence[Problem], responses: Sequence[str]) -> list[Verdict]:
         if len(problems) != len(responses):

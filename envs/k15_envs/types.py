@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["Problem", "Verdict", "Reason", "error_reason", "grading_error_reason"]
+__all__ = [
+    "Problem",
+    "Verdict",
+    "Reason",
+    "error_reason",
+    "grading_error_reason",
+    "judge_error_reason",
+]
 
 
 class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
@@ -30,6 +37,10 @@ class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     grading_error the grader itself failed (an exception in the scorer or its wrapper):
                   reward 0 but NOT a wrong answer; the reason reads
                   ``"grading_error: <exception text>"`` (see ``Verdict.grading_error``)
+    judge_unparseable  judge: the judge model's reply had no ``VERDICT: ...`` line (reward 0,
+                  NOT a wrong answer)
+    judge_error   judge: the judge could not be asked (timeout, connection or HTTP error);
+                  the reason reads ``"judge_error: <what failed>"`` (reward 0, NOT wrong)
     """
 
     CORRECT = "correct"
@@ -43,6 +54,8 @@ class Reason(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     EARLY_EXIT = "early_exit"
     KILLED = "killed"
     GRADING_ERROR = "grading_error"
+    JUDGE_UNPARSEABLE = "judge_unparseable"
+    JUDGE_ERROR = "judge_error"
 
 
 def error_reason(detail: str) -> str:
@@ -53,6 +66,11 @@ def error_reason(detail: str) -> str:
 def grading_error_reason(detail: str) -> str:
     """The ``"grading_error: ..."`` reason (the grader failed), one line, bounded length."""
     return f"{Reason.GRADING_ERROR.value}: " + " ".join(str(detail).split())[:200]
+
+
+def judge_error_reason(detail: str) -> str:
+    """The ``"judge_error: ..."`` reason (the judge could not be asked), one line, bounded."""
+    return f"{Reason.JUDGE_ERROR.value}: " + " ".join(str(detail).split())[:200]
 
 
 @dataclass(frozen=True)

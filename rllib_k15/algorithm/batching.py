@@ -51,6 +51,9 @@ from rllib_k15.rollout.records import Rollout
 __all__ = ["build_train_batch"]
 
 
+GRADER_FAILURES = ("grading_error", "judge_error", "judge_unparseable")  # verdict reasons
+
+
 def build_train_batch(
     rollouts: Sequence[Rollout],
     *,
@@ -132,8 +135,9 @@ def build_train_batch(
         names.GROUPS_WITH_SIGNAL_FRAC: float(np.mean(group_has_signal)),
         names.NUM_RESPONSES: float(n),
         names.NUM_PROBLEMS: float(len(group_has_signal)),
-        # the verifier itself failed (k15_envs Reason.GRADING_ERROR): reward 0 that is NOT a
-        # wrong answer; anything above 0 needs a look (the env logs the error once)
-        names.GRADING_ERRORS: float(sum(r.reason.startswith("grading_error") for r in rollouts)),
+        # the verifier itself failed (k15_envs Reason.GRADING_ERROR, or the judge model gave
+        # no verdict / could not be reached): reward 0 that is NOT a wrong answer; anything
+        # above 0 needs a look (the env logs the first error)
+        names.GRADING_ERRORS: float(sum(r.reason.startswith(GRADER_FAILURES) for r in rollouts)),
     }
     return columns, stats

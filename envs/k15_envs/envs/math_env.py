@@ -1,5 +1,6 @@
 """``k15/Math-v0``: math word problems from a user's ``.jsonl`` / ``.parquet`` file, graded
-with math-verify in sandboxed worker processes.
+with math-verify in sandboxed worker processes (default) or by a judge model
+(``verifier="judge"``, see :mod:`k15_envs.verifiers.judge`).
 
 Rows need a problem column (``problem`` or ``question``; override with ``problem_column``)
 and an ``answer`` column (override with ``answer_column``): a plain answer (``42``,
@@ -15,9 +16,16 @@ Example::
     env = gym.make("k15/Math-v0", dataset="math500.jsonl")
     obs, info = env.reset(seed=0)
     obs, reward, terminated, truncated, info = env.step("... so the answer is \\\\boxed{42}")
+
+    # a chain-of-thought judge on an OpenAI-compatible server instead of math-verify
+    env = gym.make("k15/Math-v0", dataset="math500.jsonl", verifier="judge",
+                   judge={"base_url": "http://127.0.0.1:8000/v1", "model": "k15"})
 """
 
 from __future__ import annotations
+
+import inspect
+from typing import Any
 
 from k15_envs.base import ReasoningEnv
 from k15_envs.datasets import (
@@ -36,7 +44,7 @@ from k15_envs.spaces import MAX_PROMPT_CHARS, MAX_RESPONSE_CHARS
 from k15_envs.splits import SplitSpec, content_key, filter_split
 from k15_envs.types import Problem
 from k15_envs.verifiers import make_verifier
-from k15_envs.verifiers.base import VerifierKind
+from k15_envs.verifiers.base import Verifier, VerifierKind
 from k15_envs.verifiers.math import gold_answer_text
 
 __all__ = ["MathEnv"]
@@ -55,6 +63,13 @@ class MathEnv(ReasoningEnv):
     sandbox: overrides of the grading-worker sandbox.
     split: None (every row) | ``"train"`` | ``"test"``: the rows of that split, in order
         (``k15_envs.splits``: by sha256 of the problem text); test_fraction, split_salt.
+    verifier: ``"math"`` (default: math-verify) | ``"judge"`` (a judge model decides; it
+        understands words, units and percentages, at the cost of a model call per answer).
+    judge: the judge's options when ``verifier="judge"``: ``base_url`` and ``model`` of an
+        OpenAI-compatible endpoint, or ``backend`` (e.g. ``rllib_k15.data.judge.EngineJudge``),
+        plus ``timeout_s``, ``max_retries``, ``max_tokens``, ``temperature``, ``concurrency``,
+        ``cache_size``, ``cache_path``, ``tail_chars`` (see ``JudgeVerifier``). The env's
+        ``extract`` mode finds the final answer shown to the judge.
     """
 
     def __init__(
@@ -76,17 +91,22 @@ class MathEnv(ReasoningEnv):
         split: str | None = None,
         test_fraction: float = 0.1,
         split_salt: str = "",
+        verifier: str = "math",
+        judge: dict[str, Any] | None = None,
     ) -> None:
         split_spec = SplitSpec(split, test_fraction, split_salt)
-        verifier = make_verifier(
-            VerifierKind.MATH,
-            extract=extract,
-            timeout_s=timeout_s,
-            num_workers=num_workers,
-            sandbox=sandbox,
-        )
+        if verifier == VerifierKind.MATH.value and judge is None:
+            grader = make_verifier(
+                VerifierKind.MATH,
+                extract=extract,
+                timeout_s=timeout_s,
+                num_workers=num_workers,
+                sandbox=sandbox,
+            )
+        else:
+            grader = _judge_verifier(verifier, judge, extract)
         super().__init__(
-            verifier=verifier,
+            verifier=grader,
             max_prompt_chars=max_prompt_chars,
             max_response_chars=max_response_chars,
             render_mode=render_mode,
@@ -131,7 +151,9 @@ class MathEnv(ReasoningEnv):
                 row=index,
                 field=problem_col,
             )
-        return Problem(problem_id, prompt, answer, difficulty, {"gold": gold})
+        return Problem(
+            problem_id, prompt, answer, difficulty, {"gold": gold, "question": text.strip()}
+        )
 
     @property
     def _num_problems(self) -> int:
@@ -139,3 +161,25 @@ class MathEnv(ReasoningEnv):
 
     def _make_problem(self, index: int) -> Problem:
         return self._problems[index]
+
+
+def _judge_verifier(verifier: str, judge: dict[str, Any] | None, extract: str) -> Verifier:
+    """The ``judge`` verifier from the env's ``judge`` options (clear errors for bad ones)."""
+    choices = (VerifierKind.MATH.value, VerifierKind.JUDGE.value)
+    if verifier not in choices:
+        raise ValueError(f"k15/Math-v0: verifier={verifier!r}; choose one of {list(choices)}")
+    if verifier == VerifierKind.MATH.value:
+        raise ValueError("k15/Math-v0: judge options were given but verifier='math'; pass "
+                         "verifier='judge' to grade with the judge")  # fmt: skip
+    if not isinstance(judge, dict) or not judge:
+        raise ValueError(
+            "k15/Math-v0: verifier='judge' needs judge={'base_url': 'http://HOST:PORT/v1', "
+            f"'model': NAME}} or judge={{'backend': OBJECT}}; got judge={judge!r}"
+        )
+    from k15_envs.verifiers.judge import JudgeVerifier
+
+    known = set(inspect.signature(JudgeVerifier).parameters) - {"extract"}
+    unknown = sorted(set(judge) - known)
+    if unknown:
+        raise ValueError(f"k15/Math-v0: unknown judge option(s) {unknown}; known: {sorted(known)}")
+    return make_verifier(VerifierKind.JUDGE, extract=extract, **judge)

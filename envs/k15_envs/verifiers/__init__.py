@@ -8,6 +8,7 @@ kind               class                       where it runs
 ``math``           :class:`MathVerifier`       math-verify in sandboxed worker processes
 ``reasoning_gym``  :class:`ReasoningGymVerifier` dataset scorer in sandboxed workers
 ``code``           :class:`CodeVerifier`       one sandboxed process per response
+``judge``          :class:`JudgeVerifier`      a judge model over HTTP or in process
 =================  ==========================  ==========================================
 
 Importing this package registers all of them; build one with :func:`make_verifier`.
@@ -23,6 +24,7 @@ from k15_envs.verifiers.base import (
 )
 from k15_envs.verifiers.choice import ChoiceVerifier
 from k15_envs.verifiers.code import CodeVerifier
+from k15_envs.verifiers.judge import JudgeVerifier
 from k15_envs.verifiers.math import MathVerifier
 from k15_envs.verifiers.numeric import NumericVerifier
 from k15_envs.verifiers.rgym import ReasoningGymVerifier
@@ -39,4 +41,5 @@ __all__ = [
     "MathVerifier",
     "ReasoningGymVerifier",
     "CodeVerifier",
+    "JudgeVerifier",
 ]

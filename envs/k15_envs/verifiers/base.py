@@ -30,6 +30,7 @@ class VerifierKind(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     CHOICE = "choice"  # option letter compare, in process (MultipleChoice)
     REASONING_GYM = "reasoning_gym"  # the dataset's own scorer, in sandboxed workers
     CODE = "code"  # run the program against tests in the sandbox (Code, HumanEval)
+    JUDGE = "judge"  # a model reasons about the final answer vs the reference (Math)
 
 
 class Verifier(abc.ABC):

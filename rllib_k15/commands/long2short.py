@@ -71,6 +71,10 @@ def add_parser(subparsers: Any) -> None:
                 "times as long as the chosen one (inclusive; default: 1.5)",
             )
         s.set_defaults(func=func)
+    from rllib_k15.commands.long2short_methods import discover_methods
+
+    for module in discover_methods():  # system1, c3ot, skip-steps, internalize, ccot, ...
+        module.add_subparser(sub)
 
 
 def _add_sampling_args(s: argparse.ArgumentParser) -> None:

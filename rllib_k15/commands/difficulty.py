@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
 from typing import Any
 
 
@@ -45,31 +44,6 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def pass_rates(
-    engine: Any,
-    reasoning_env: Any,
-    indices: Sequence[int],
-    params: Any,
-    *,
-    batch_problems: int = 32,
-) -> list[float]:
-    """Pass rate of each problem in ``indices``: #correct / ``params.n`` responses sampled by
-    ``engine`` with ``params`` (a truncated response is wrong), in ``indices`` order."""
-    rates: list[float] = []
-    for start in range(0, len(indices), batch_problems):
-        problems = [reasoning_env.problem(int(i)) for i in indices[start : start + batch_problems]]
-        groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
-        flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
-        verdicts = reasoning_env.verify_batch(
-            [p for p, _ in flat],
-            [c.text for _, c in flat],
-            truncated=[c.finish_reason == "length" for _, c in flat],
-        )
-        for i in range(len(problems)):
-            rates.append(sum(bool(v.correct) for v in verdicts[i * params.n : (i + 1) * params.n]))
-    return [r / params.n for r in rates]
-
-
 def _check(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("samples", "max_tokens", "batch_problems"):
         if getattr(args, name) < 1:
@@ -92,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from rllib_k15.engine import SamplingParams, make_engine
     from rllib_k15.env_factory import make_reasoning_env
-    from rllib_k15.sampling.difficulty import write_difficulty_file
+    from rllib_k15.sampling.difficulty import pass_rates, write_difficulty_file
 
     env_kwargs = _check(args)
     params = SamplingParams(

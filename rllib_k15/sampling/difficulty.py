@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DifficultyFileError", "load_difficulty_file", "write_difficulty_file"]
+__all__ = ["DifficultyFileError", "load_difficulty_file", "pass_rates", "write_difficulty_file"]
 
 _SUFFIXES = (".json", ".jsonl", ".csv")
 
@@ -190,3 +190,28 @@ def write_difficulty_file(
             writer.writerows(rows)
     else:
         raise ValueError(f"{path}: unknown suffix {suffix!r}, expected one of {_SUFFIXES}")
+
+
+def pass_rates(
+    engine: Any,
+    reasoning_env: Any,
+    indices: Sequence[int],
+    params: Any,
+    *,
+    batch_problems: int = 32,
+) -> list[float]:
+    """Pass rate of each problem in ``indices``: #correct / ``params.n`` responses sampled by
+    ``engine`` with ``params`` (a truncated response is wrong), in ``indices`` order."""
+    rates: list[float] = []
+    for start in range(0, len(indices), batch_problems):
+        problems = [reasoning_env.problem(int(i)) for i in indices[start : start + batch_problems]]
+        groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
+        flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
+        verdicts = reasoning_env.verify_batch(
+            [p for p, _ in flat],
+            [c.text for _, c in flat],
+            truncated=[c.finish_reason == "length" for _, c in flat],
+        )
+        for i in range(len(problems)):
+            rates.append(sum(bool(v.correct) for v in verdicts[i * params.n : (i + 1) * params.n]))
+    return [r / params.n for r in rates]

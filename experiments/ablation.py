@@ -64,6 +64,13 @@ EXPERIMENTS = {
         mark_iteration=6.5,
         mark_label="curriculum: hard problems only",
     ),
+    "addition_curriculum": Experiment(
+        "OPMD + curriculum, 1+2-digit addition, SmolLM2-135M, test split of 2-digit addition",
+        {"OPMD-curriculum": "tuned_examples/addition_curriculum_smollm2.yaml"},
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on",
+    ),
     "training_options": Experiment(
         "AdamW vs Muon vs LoRA at equal budget, SmolLM2-135M, 1-digit addition, test split",
         {
@@ -122,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             run_dir = ROOT / args.runs / f"{label.lower()}_seed{seed}"
             if not args.plot_only:
-                if seed != 0:  # a seed's config: the arm's file with debugging.seed replaced
-                    config = _with_seed(config, seed, run_dir.parent)
-                train_arm(config, run_dir, exp.iterations)
+                # a seed's config: the arm's file with debugging.seed replaced
+                seeded = config if seed == 0 else _with_seed(config, seed, run_dir.parent)
+                train_arm(seeded, run_dir, exp.iterations)
             specs.append(f"{label}={run_dir / 'metrics.jsonl'}")
     out = Path(args.out or ROOT / "docs" / "results" / args.experiment)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from rllib_k15.engine.base import SamplingParams
+from rllib_k15.long2short.data import SAMPLES_SCHEMA
 
 if TYPE_CHECKING:
     from rllib_k15.long2short.selection import SFTExample
@@ -161,17 +162,9 @@ class WarmupSample:
     reason: str
 
 
+# the long2short raw-samples schema plus the two fields the selection rule needs
 _SAMPLES_SCHEMA = pa.schema(
-    [
-        ("problem_id", pa.string()),
-        ("prompt", pa.string()),
-        ("sample_index", pa.int64()),
-        ("response", pa.string()),
-        ("token_length", pa.int64()),
-        ("correct", pa.bool_()),
-        ("truncated", pa.bool_()),
-        ("reason", pa.string()),
-    ]
+    [*SAMPLES_SCHEMA, pa.field("truncated", pa.bool_()), pa.field("reason", pa.string())]
 )
 _META_KEY = b"k15.warmup"
 

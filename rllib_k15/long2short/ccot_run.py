@@ -68,13 +68,18 @@ def _done(path: Path, key: str) -> dict[str, Any] | None:
     """The stored result of a step whose settings key is ``key``, else None."""
     if not path.is_file():
         return None
-    stored = json.loads(path.read_text())
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:  # a record torn by a kill: the step is redone
+        return None
     return stored["result"] if stored.get("key") == key else None
 
 
 def _mark(path: Path, key: str, result: dict[str, Any]) -> dict[str, Any]:
+    from rllib_k15.runs.integrity import write_durably  # atomic: never a torn record
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n")
+    write_durably(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
     return result
 
 

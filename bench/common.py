@@ -86,7 +86,7 @@ def target_status(value: float | None, target: float | None, higher_is_better: b
         return "not measured"
     if (value >= target) if higher_is_better else (value <= target):
         return "met"
-    if value <= 0:
+    if value <= 0 or target <= 0:  # no factor reaches a target of 0
         return "missed"
     factor = target / value if higher_is_better else value / target
     return f"missed: needs {factor:.1f}x"

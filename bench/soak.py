@@ -1,7 +1,7 @@
 """Long soak on the real path: `k15 train` on the quickstart config, watched from outside.
 
     python -m bench.soak [--iterations 50] [--partial-tokens 32] [--warmup 5] [--model NAME]
-        [--quick] [--out FILE]
+        [--env NAME=VALUE ...] [--quick] [--out FILE]
 
 Runs ``k15 train --config tuned_examples/quickstart_smollm2.yaml`` on the embedded model
 (vLLM engine, partial rollouts on: ``partial_rollout_max_tokens``), ``--iterations``
@@ -23,6 +23,7 @@ up to ⌈96 / partial-tokens⌉ segments) during its iterations. Keep ``--warmup
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,17 +41,49 @@ QUICKSTART = "tuned_examples/quickstart_smollm2.yaml"
 MAX_GROWTH_MB, MAX_SLOPE_MB, MAX_FD_SPREAD = 64.0, 2.0, 2
 
 
-def tree_sample(proc: psutil.Process) -> dict[str, float] | None:
-    """RSS (MB) of ``proc`` and its descendants, its open files and its number of children."""
+def process_role(proc: psutil.Process) -> str:
+    """A short, stable name for a process of the tree: ``trainer`` for the root, else the
+    program (``raylet``, ``gcs_server``) or the Ray worker's title (``ray::IDLE``…)."""
+    try:
+        name = proc.name()
+        if name.startswith("ray::"):
+            return name.split(".")[0][:40]
+        cmd = proc.cmdline()
+        return Path(cmd[0]).name[:40] if cmd else name
+    except psutil.Error:
+        return "gone"
+
+
+def tree_sample(proc: psutil.Process, *, detail: bool = False) -> dict | None:
+    """RSS (MB) of ``proc`` and its descendants, its open files and its number of children.
+
+    With ``detail`` also the proportional (PSS: shared pages split between the processes
+    that map them, e.g. Ray's shared-memory object store) and unique (USS) set sizes, in
+    total and per process role, which tell a leak (USS grows) from shared pages being
+    touched (RSS grows, PSS/USS flat)."""
     try:
         children = proc.children(recursive=True)
-        rss = proc.memory_info().rss
-        for child in children:
+        rss, roles = 0, {}
+        for member in [proc, *children]:
             try:
-                rss += child.memory_info().rss
+                if detail:
+                    full = member.memory_full_info()
+                    role = "trainer" if member.pid == proc.pid else process_role(member)
+                    entry = roles.setdefault(role, {"rss_mb": 0.0, "pss_mb": 0.0, "uss_mb": 0.0})
+                    for key, value in (("rss_mb", full.rss), ("pss_mb", full.pss),
+                                       ("uss_mb", full.uss)):  # fmt: skip
+                        entry[key] += value / 2**20
+                    rss += full.rss
+                else:
+                    rss += member.memory_info().rss
             except psutil.NoSuchProcess:
                 pass
-        return {"rss_mb": rss / 2**20, "open_files": proc.num_fds(), "children": len(children)}
+        sample = {"rss_mb": rss / 2**20, "open_files": proc.num_fds(), "children": len(children)}
+        if detail:
+            sample["pss_mb"] = sum(r["pss_mb"] for r in roles.values())
+            sample["uss_mb"] = sum(r["uss_mb"] for r in roles.values())
+            sample["roles"] = {k: {m: round(v, 1) for m, v in r.items()} for k, r in roles.items()}
+        return sample
     except psutil.NoSuchProcess:
         return None
 
@@ -80,14 +113,15 @@ def run_soak(args: argparse.Namespace, out_dir: Path) -> dict:
            "--set", "training.eval_interval=0",
            "--set", f"training.hf_model={args.model}"]  # fmt: skip
     log = open(out_dir.parent / f"{out_dir.name}.log", "w")
-    child = subprocess.Popen(cmd, cwd=REPO_DIR, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, **dict(item.split("=", 1) for item in args.env)}
+    child = subprocess.Popen(cmd, cwd=REPO_DIR, stdout=log, stderr=subprocess.STDOUT, env=env)
     proc, samples, seen, descendants = psutil.Process(child.pid), [], 0, set()
     while child.poll() is None:
-        sample = tree_sample(proc)
-        if sample is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
             descendants |= {p.pid for p in proc.children(recursive=True)}
         done = rows_written(out_dir / "metrics.jsonl")
-        if done > seen and sample is not None:
+        sample = tree_sample(proc, detail=True) if done > seen else None
+        if sample is not None:
             samples += [{"iteration": done, **sample}]
             seen = done
             print(f"iteration {done}: {sample}", flush=True)
@@ -115,15 +149,29 @@ def plot(samples: list[dict], warmup: int, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     it = [s["iteration"] for s in samples]
-    fig, (ax_rss, ax_fd) = plt.subplots(1, 2, figsize=(11, 4))
-    ax_rss.plot(it, [s["rss_mb"] for s in samples], marker=".")
-    ax_rss.set(xlabel="iteration", ylabel="process-tree RSS (MB)", title="resident memory")
+    fig, (ax_rss, ax_role, ax_fd) = plt.subplots(1, 3, figsize=(16, 4))
+    for key, label in (
+        ("rss_mb", "RSS (shared pages counted per process)"),
+        ("pss_mb", "PSS (shared pages split)"),
+        ("uss_mb", "USS (private)"),
+    ):
+        if all(key in s for s in samples):
+            ax_rss.plot(it, [s[key] for s in samples], marker=".", label=label)
+    ax_rss.set(xlabel="iteration", ylabel="process tree (MB)", title="resident memory")
+    roles = sorted(
+        {r for s in samples for r in s.get("roles", {})},
+        key=lambda r: -samples[-1].get("roles", {}).get(r, {}).get("uss_mb", 0),
+    )
+    for role in roles[:6]:  # the largest processes at the end
+        ax_role.plot(it, [s.get("roles", {}).get(role, {}).get("uss_mb", np.nan) for s in samples],
+                     marker=".", label=role)  # fmt: skip
+    ax_role.set(xlabel="iteration", ylabel="USS (MB)", title="private memory per process")
     ax_fd.plot(it, [s["open_files"] for s in samples], marker=".", color="tab:orange")
     ax_fd.set(xlabel="iteration", ylabel="open files (trainer)", title="open files")
-    for ax in (ax_rss, ax_fd):
+    for ax in (ax_rss, ax_role, ax_fd):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.axvline(warmup + 0.5, color="grey", linestyle=":", label="end of warm-up")
-        ax.legend()
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -135,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partial-tokens", type=int, default=32)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE",
+        help="environment of the trainer, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
+    )  # fmt: skip
     add_common_args(parser, "soak")
     args = parser.parse_args(argv)
+    if bad := [item for item in args.env if "=" not in item]:
+        parser.error(f"--env needs NAME=VALUE, got {bad[0]!r}")
     if args.quick:
         args.iterations, args.warmup, args.model = 4, 1, "tiny-random-llama"
     path = Path(args.out) if args.out else result_path("soak", args.quick)
@@ -145,18 +199,30 @@ def main(argv: list[str] | None = None) -> int:
     run = run_soak(args, out_dir)
     after = [s for s in run["samples"] if s["iteration"] > args.warmup]
     verdict = flat_verdict([s["rss_mb"] for s in after], [s["open_files"] for s in after])
+    memory = {
+        key: flat_verdict([s[key] for s in after], [0])["rss_growth_mb"]
+        for key in ("pss_mb", "uss_mb")
+        if after and all(key in s for s in after)
+    }
+    trainer = [s["roles"]["trainer"]["uss_mb"] for s in after if "trainer" in s.get("roles", {})]
+    if trainer:
+        memory["trainer_uss_mb"] = flat_verdict(trainer, [0])["rss_growth_mb"]
+    verdict.update({f"growth_{k}": v for k, v in memory.items()})
     rows = [
         Row("soak", "RSS growth after warm-up (MB)", verdict["rss_growth_mb"], target=MAX_GROWTH_MB,
             higher_is_better=False),
         Row("soak", "RSS slope (MB/iteration)", verdict["rss_slope_mb"], target=MAX_SLOPE_MB,
             higher_is_better=False),
+        *[Row("soak", f"{key.upper()} growth after warm-up (MB)", verdict[f"growth_{key}_mb"],
+              target=MAX_GROWTH_MB, higher_is_better=False)
+          for key in ("pss", "uss", "trainer_uss") if f"growth_{key}_mb" in verdict],
         Row("soak", "open-file spread after warm-up", verdict["fd_spread"], target=MAX_FD_SPREAD,
             higher_is_better=False),
         Row("soak", "leaked processes", len(run["leaked_pids"]), target=0, higher_is_better=False),
         Row("soak", "leaked temp entries", len(run["tmp_left"]), target=0, higher_is_better=False),
     ]  # fmt: skip
     config = {"iterations": args.iterations, "partial_tokens": args.partial_tokens,
-              "warmup": args.warmup, "model": args.model, "config": QUICKSTART,
+              "warmup": args.warmup, "model": args.model, "config": QUICKSTART, "env": args.env,
               "run_dir": str(out_dir)}  # fmt: skip
     write_result("soak", args, config=config, results={**run, **verdict}, rows=rows)
     plot(run["samples"], args.warmup, path.with_suffix(".png"))

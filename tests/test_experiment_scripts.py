@@ -88,3 +88,39 @@ def test_long2short_arms_share_start_problems_and_budget() -> None:
     assert ours["length_penalty_weight"] == 0 and ours["max_response_tokens"] == 256
     assert set(study.METHODS.values()) >= {"long_cot", "merge", "shortest_rs_sft", "dpo",
                                            "l2s_rl", "o1_pruner"}  # fmt: skip
+
+
+def test_transfer_table_pairs_models_on_the_same_problems(tmp_path: Path) -> None:
+    transfer = load_experiment("transfer_eval")
+    base = [[False, False], [True, False], [False, False], [True, True]]
+    better = [[True, False], [True, True], [False, False], [True, True]]
+    doc = {
+        "models": {"base": "smollm2-135m-instruct", "trained": "hf"},
+        "settings": {
+            "problems": 4,
+            "samples": 2,
+            "max_tokens": 64,
+            "seed": 0,
+            "cpu": "cpu",
+            "cpu_flags": [],
+            "precision": "float32",
+        },  # fmt: skip
+        "tasks": {
+            "chain_sum_l1": {
+                "results": {
+                    "base": {"correct": base, "tokens": [[5, 5]] * 4},
+                    "trained": {"correct": better, "tokens": [[3, 3]] * 4},
+                }
+            }
+        },  # fmt: skip
+    }
+    rows = transfer.summarize(doc)
+    trained = next(r for r in rows if r["model"] == "trained")
+    assert trained["pass_at_1"] == 5 / 8 and trained["diff"] == 2 / 8
+    assert trained["diff_low"] <= trained["diff"] <= trained["diff_high"]
+    assert "diff" not in next(r for r in rows if r["model"] == "base")
+    transfer.write_table(doc, rows, tmp_path)
+    transfer.plot(doc, rows, tmp_path)
+    table = (tmp_path / "table.md").read_text()
+    assert "| chain_sum_l1 | 0.375" in table and "+0.250" in table
+    assert (tmp_path / "transfer.png").stat().st_size > 0

@@ -85,6 +85,7 @@ class K15Config(AlgorithmConfig):
     num_epochs: int
     minibatch_size: int
     micro_batch_size: int
+    padding_free: bool
     lora: dict[str, Any] | None
     optimizer: str
     weight_decay: float
@@ -156,6 +157,7 @@ class K15Config(AlgorithmConfig):
         num_epochs: int | NotProvidedType = NotProvided,
         minibatch_size: int | NotProvidedType = NotProvided,
         micro_batch_size: int | NotProvidedType = NotProvided,
+        padding_free: bool | NotProvidedType = NotProvided,
         lora: dict[str, Any] | None | NotProvidedType = NotProvided,
         optimizer: str | NotProvidedType = NotProvided,
         weight_decay: float | NotProvidedType = NotProvided,
@@ -230,6 +232,7 @@ class K15Config(AlgorithmConfig):
                 "dither_forward": self.deepspeed is None,
                 "seed": self.seed or 0,
                 "lora": dict(self.lora) if self.lora else None,
+                "padding_free": self.padding_free,
             },
         )
 
@@ -424,6 +427,8 @@ def _field_errors(c: K15Config):
         value = getattr(c, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             yield f"`{name}` ({value!r}) must be an integer >= 1"
+    if not isinstance(c.padding_free, bool):
+        yield f"`padding_free` ({c.padding_free!r}) must be true or false"
     if not isinstance(c.tau, (int, float)) or c.tau <= 0:
         yield f"`tau` ({c.tau!r}) must be a number > 0"
     if not _is_number(c.top_p) or not 0 < c.top_p <= 1:

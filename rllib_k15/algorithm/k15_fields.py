@@ -230,6 +230,17 @@ class K15Fields:
             "memory, costs speed; no effect on the maths."
         },
     )
+    padding_free: bool = field(
+        default=False,
+        metadata={
+            "help": "Padding-free learner batches (rllib_k15.core.packing): micro-batches hold "
+            "up to `micro_batch_size` x the longest response's tokens instead of a fixed row "
+            "count, and their rows are packed end to end (position ids restart per row, "
+            "block-diagonal attention through the model's own attention implementation), so "
+            "the learner computes no padded positions. Same loss up to float summation order. "
+            "Plain and DeepSpeed learners."
+        },
+    )
     lora: dict[str, Any] | None = field(
         default=None,
         metadata={

@@ -60,14 +60,30 @@ from rllib_k15.metric_names import (
 )
 
 
-def _micro_batches(attention_mask, micro_batch_size: int) -> list[tuple[Any, int]]:
-    """Row groups of at most ``micro_batch_size``, longest rows together, each with the width
-    (max real length) its padding can be trimmed to. Rows are sorted by length so short
-    responses are not padded to the longest one in the batch; the loss is a row mean, so
-    the order does not change it."""
+def _micro_batches(
+    attention_mask, micro_batch_size: int, padding_free: bool = False
+) -> list[tuple[Any, int]]:
+    """Row groups, longest rows together, each with the width (max real length) its padding
+    can be trimmed to. Rows are sorted by length so short responses are not padded to the
+    longest one in the batch; the loss is a row mean, so the order does not change it.
+
+    Padded: at most ``micro_batch_size`` rows per group. ``padding_free``: a group takes rows
+    until their real tokens would pass ``micro_batch_size`` × the longest row — the memory
+    of the widest padded group — so groups of short rows hold more of them (the module packs
+    them, :mod:`rllib_k15.core.packing`)."""
     lengths = np.asarray(attention_mask.sum(-1)).reshape(-1)
     order = np.argsort(-lengths, kind="stable")
-    groups = [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
+    if not padding_free:
+        groups = [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
+    else:
+        budget, groups, current, used = micro_batch_size * int(lengths.max()), [], [], 0
+        for row in order:
+            if current and used + lengths[row] > budget:
+                groups.append(np.asarray(current))
+                current, used = [], 0
+            current.append(row)
+            used += int(lengths[row])
+        groups.append(np.asarray(current))
     return [(idx, int(lengths[idx].max())) for idx in groups]
 
 
@@ -159,7 +175,7 @@ class K15TorchLearner(TorchLearner):
         module.eval()
         input_ids, attention = columns[INPUT_IDS], columns[ATTENTION_MASK]
         out = np.zeros(input_ids.shape, dtype=np.float32)
-        for rows, width in _micro_batches(attention, self.config.micro_batch_size):
+        for rows, width in self._micro_batches(attention):
             batch = {
                 INPUT_IDS: torch.as_tensor(input_ids[rows, :width]),
                 ATTENTION_MASK: torch.as_tensor(attention[rows, :width]),
@@ -225,7 +241,7 @@ class K15TorchLearner(TorchLearner):
             optim.zero_grad(set_to_none=True)
         total_loss = torch.zeros(())
         minibatch_tokens = float(module_batch[LOSS_MASK].sum())
-        groups = _micro_batches(module_batch[ATTENTION_MASK], self.config.micro_batch_size)
+        groups = self._micro_batches(module_batch[ATTENTION_MASK])
         for idx, (rows, width) in enumerate(groups):
             rows = torch.as_tensor(rows)
             micro = {
@@ -252,6 +268,10 @@ class K15TorchLearner(TorchLearner):
         grad_norm = self._step_optimizers()
         self.metrics.log_value((module_id, GRAD_NORM), grad_norm, window=1)
         return fwd_out, {module_id: total_loss}, {}
+
+    def _micro_batches(self, attention_mask) -> list[tuple[Any, int]]:
+        cfg = self.config
+        return _micro_batches(attention_mask, cfg.micro_batch_size, cfg.padding_free)
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Accumulate one micro-batch's gradients (the DeepSpeed learner uses its engine)."""

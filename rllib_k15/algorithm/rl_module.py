@@ -25,6 +25,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.numpy import convert_to_numpy
 
 from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK, TOKEN_LOGP
+from rllib_k15.core.packing import pack_rows, packed_logits_to_keep, unpack_rows
 from rllib_k15.core.rounding import (
     StraightThrough,
     autocast_device,
@@ -59,6 +60,7 @@ class CausalLMRLModule(TorchRLModule):
 
             self.lm = apply_lora(self.lm, cfg["lora"])
         self._autocast_bf16 = bool(cfg.get("autocast_bf16", False))
+        self._padding_free = bool(cfg.get("padding_free", False))  # rllib_k15.core.packing
         self._dither = bool(cfg.get("bf16_dither", False))  # sync (and forward) dithered
         # DeepSpeed keeps its own bf16 parameter copies: no dithered forward there
         self._dither_forward = self._dither and bool(cfg.get("dither_forward", True))
@@ -109,14 +111,29 @@ class CausalLMRLModule(TorchRLModule):
 
     # ------------------------------------------------------------------ RLModule API
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        if self._padding_free:
+            return {TOKEN_LOGP: self._packed_token_logprobs(batch)}
         input_ids = batch[INPUT_IDS]
         # With a response mask only the response positions need the vocabulary projection
         # (half the tokens are prompt in short-answer tasks); log-probs elsewhere are 0.
         keep = logits_to_keep(batch[RESPONSE_MASK]) if RESPONSE_MASK in batch else 0
         logits = self._lm_logits(
-            input_ids=input_ids, attention_mask=batch[ATTENTION_MASK], logits_to_keep=keep
-        )
+            input_ids=input_ids, attention_mask=batch[ATTENTION_MASK], logits_to_keep=keep,
+            use_cache=False,
+        )  # fmt: skip
         return {TOKEN_LOGP: token_logprobs(logits, input_ids)}  # (B, T) float32
+
+    def _packed_token_logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The same (B, T) log-probs from the rows packed end to end (no padded positions):
+        no attention mask, position ids restart per row, so the model attends per row."""
+        input_ids = batch[INPUT_IDS]
+        packing = pack_rows(input_ids, batch[ATTENTION_MASK])
+        keep = packed_logits_to_keep(batch[RESPONSE_MASK], packing) if RESPONSE_MASK in batch else 0
+        logits = self._lm_logits(
+            input_ids=packing.input_ids, position_ids=packing.position_ids, logits_to_keep=keep,
+            use_cache=False,
+        )  # fmt: skip
+        return unpack_rows(token_logprobs(logits, packing.input_ids), packing, input_ids.shape[1])
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         raise NotImplementedError(

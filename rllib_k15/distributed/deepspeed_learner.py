@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 
 from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK
-from rllib_k15.algorithm.learner import K15TorchLearner, _micro_batches
+from rllib_k15.algorithm.learner import K15TorchLearner
 from rllib_k15.distributed.deepspeed_config import (
     build_deepspeed_config,
     import_deepspeed,
@@ -158,7 +158,7 @@ class K15DeepSpeedLearner(K15TorchLearner):
         wrapper = self._wrapper()
         out = super().compute_reference_logprobs(columns, wrapper)
         if wrapper.zero3:
-            done = len(_micro_batches(columns[ATTENTION_MASK], self.config.micro_batch_size))
+            done = len(self._micro_batches(columns[ATTENTION_MASK]))
             self._idle_forwards(wrapper, columns, _all_reduce_max(done) - done)
         return out
 

@@ -240,6 +240,7 @@ def run_training(
     from rich.live import Live
 
     from rllib_k15.runs.checkpoints import CheckpointManager
+    from rllib_k15.runs.memory import release_free_heap
     from rllib_k15.runs.run_files import (
         LEARNING_CURVE_FILE,
         METRICS_FILE,
@@ -292,6 +293,9 @@ def run_training(
             while algo.iteration < iterations:
                 result = algo.train()
                 row = summarize(result)
+                released = release_free_heap()  # glibc keeps freed pages otherwise
+                if released is not None:
+                    row["heap_released_mb"] = round(released, 1)
                 problems = getattr(algo, "last_problem_indices", None)
                 if problems is not None:
                     row["problems"] = [int(i) for i in problems]

@@ -338,16 +338,21 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> PreTrainedTokenizerB
 
 
 def load_hf_model(
-    name_or_path: str | os.PathLike[str], dtype: torch.dtype | str = "auto"
+    name_or_path: str | os.PathLike[str],
+    dtype: torch.dtype | str = "auto",
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """A ``transformers`` causal LM on CPU in eval mode.
 
     ``dtype``: a torch dtype or its name; "auto" means ``preferred_dtype()`` (not the
     checkpoint's dtype — the weights are stored in bf16 either way).
+    ``attn_implementation``: transformers' attention kernel (``sdpa``, ``eager``,
+    ``flash_attention_2`` on GPUs with flash-attn installed); None = transformers' default.
     """
     from transformers import AutoModelForCausalLM
 
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(name_or_path), dtype=_torch_dtype(dtype)
+        resolve_model(name_or_path), dtype=_torch_dtype(dtype), **extra
     )
     return model.eval()

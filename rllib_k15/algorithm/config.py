@@ -86,6 +86,8 @@ class K15Config(AlgorithmConfig):
     minibatch_size: int
     micro_batch_size: int
     padding_free: bool
+    padding_free_bin_tokens: int | None
+    attn_implementation: str | None
     lora: dict[str, Any] | None
     optimizer: str
     weight_decay: float
@@ -158,6 +160,8 @@ class K15Config(AlgorithmConfig):
         minibatch_size: int | NotProvidedType = NotProvided,
         micro_batch_size: int | NotProvidedType = NotProvided,
         padding_free: bool | NotProvidedType = NotProvided,
+        padding_free_bin_tokens: int | None | NotProvidedType = NotProvided,
+        attn_implementation: str | None | NotProvidedType = NotProvided,
         lora: dict[str, Any] | None | NotProvidedType = NotProvided,
         optimizer: str | NotProvidedType = NotProvided,
         weight_decay: float | NotProvidedType = NotProvided,
@@ -233,6 +237,8 @@ class K15Config(AlgorithmConfig):
                 "seed": self.seed or 0,
                 "lora": dict(self.lora) if self.lora else None,
                 "padding_free": self.padding_free,
+                "padding_free_bin_tokens": self.padding_free_bin_tokens,
+                "attn_implementation": self.attn_implementation,
             },
         )
 
@@ -429,6 +435,11 @@ def _field_errors(c: K15Config):
             yield f"`{name}` ({value!r}) must be an integer >= 1"
     if not isinstance(c.padding_free, bool):
         yield f"`padding_free` ({c.padding_free!r}) must be true or false"
+    bins = c.padding_free_bin_tokens
+    if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):
+        yield f"`padding_free_bin_tokens` ({bins!r}) must be an integer >= 1 or null"
+    if c.attn_implementation is not None and not isinstance(c.attn_implementation, str):
+        yield f"`attn_implementation` ({c.attn_implementation!r}) must be a string or null"
     if not isinstance(c.tau, (int, float)) or c.tau <= 0:
         yield f"`tau` ({c.tau!r}) must be a number > 0"
     if not _is_number(c.top_p) or not 0 < c.top_p <= 1:

@@ -241,6 +241,24 @@ class K15Fields:
             "Plain and DeepSpeed learners."
         },
     )
+    padding_free_bin_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "With `padding_free`: positions per packed row. None = the micro-batch's "
+            "longest row, so no packed row costs more attention than the padded batch (with "
+            "SDPA/eager the attention inside a packed row is a dense block-diagonal mask, "
+            "O(bin²)). With `attn_implementation: flash_attention_2` (varlen kernels, GPUs) "
+            "set it to the micro-batch budget, e.g. 8192: one packed row, nothing wasted."
+        },
+    )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={
+            "help": "The learner model's attention kernel, passed to transformers' "
+            "from_pretrained: `sdpa`, `eager`, `flash_attention_2` (GPU, flash-attn "
+            "installed), ... None = transformers' default (sdpa)."
+        },
+    )
     lora: dict[str, Any] | None = field(
         default=None,
         metadata={

@@ -52,7 +52,10 @@ class CausalLMRLModule(TorchRLModule):
         cfg = self.model_config or {}
         if "model_path" not in cfg:
             raise ValueError("CausalLMRLModule needs model_config['model_path'] (an HF directory)")
-        self.lm = load_hf_model(cfg["model_path"], dtype=cfg.get("dtype", "float32"))
+        self.lm = load_hf_model(
+            cfg["model_path"], dtype=cfg.get("dtype", "float32"),
+            attn_implementation=cfg.get("attn_implementation"),
+        )  # fmt: skip
         if cfg.get("gradient_checkpointing"):
             self.lm.gradient_checkpointing_enable()
         if cfg.get("lora"):  # only the adapters train (rllib_k15.algorithm.lora)
@@ -61,6 +64,7 @@ class CausalLMRLModule(TorchRLModule):
             self.lm = apply_lora(self.lm, cfg["lora"])
         self._autocast_bf16 = bool(cfg.get("autocast_bf16", False))
         self._padding_free = bool(cfg.get("padding_free", False))  # rllib_k15.core.packing
+        self._bin_tokens = cfg.get("padding_free_bin_tokens")  # None: the longest row
         self._dither = bool(cfg.get("bf16_dither", False))  # sync (and forward) dithered
         # DeepSpeed keeps its own bf16 parameter copies: no dithered forward there
         self._dither_forward = self._dither and bool(cfg.get("dither_forward", True))
@@ -127,7 +131,7 @@ class CausalLMRLModule(TorchRLModule):
         """The same (B, T) log-probs from the rows packed end to end (no padded positions):
         no attention mask, position ids restart per row, so the model attends per row."""
         input_ids = batch[INPUT_IDS]
-        packing = pack_rows(input_ids, batch[ATTENTION_MASK])
+        packing = pack_rows(input_ids, batch[ATTENTION_MASK], capacity=self._bin_tokens)
         keep = packed_logits_to_keep(batch[RESPONSE_MASK], packing) if RESPONSE_MASK in batch else 0
         logits = self._lm_logits(
             input_ids=packing.input_ids, position_ids=packing.position_ids, logits_to_keep=keep,

@@ -84,12 +84,13 @@ def pack_rows(
     capacity: int | None = None,
 ) -> PackedRows:
     """Pack right-padded rows (real tokens first, then padding) into bins of ``capacity``
-    positions (default: the longest row, so no bin is wider than the padded batch)."""
+    positions (default, and at least: the longest row, so by default no bin is wider than
+    the padded batch)."""
     lengths = attention_mask.sum(-1).to(torch.long)
     if bool((lengths == 0).any()):
         raise ValueError("pack_rows got a row without tokens")
     width = int(lengths.max())
-    capacity = width if capacity is None else int(capacity)
+    capacity = width if capacity is None else max(int(capacity), width)
     bins = first_fit_decreasing(lengths.tolist(), capacity)
     packed_ids = torch.full((len(bins), capacity), pad_token_id, dtype=input_ids.dtype)
     positions = torch.zeros((len(bins), capacity), dtype=torch.long)

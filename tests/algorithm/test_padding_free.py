@@ -100,7 +100,25 @@ def test_padding_free_forward_computes_no_padded_positions(tiny_model_dir, monke
                                rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
-def test_padding_free_must_be_a_bool():
-    config = K15Config().environment("k15/Arithmetic-v0").training(padding_free="yes")
-    with pytest.raises(ValueError, match="`padding_free`"):
+def test_wide_bins_and_another_attention_kernel_give_the_same_log_probs(tiny_model_dir):
+    """Bins of 64 positions hold several rows each (a dense block-diagonal mask), here with
+    the eager attention kernel: still the padded SDPA learner's log-probs."""
+    cols = _columns_with_response_lengths([16, 1, 2, 3, 14, 4, 5, 1])
+    wide = build_learner(
+        tiny_model_dir, padding_free=True, padding_free_bin_tokens=64, micro_batch_size=8,
+        attn_implementation="eager",
+    )  # fmt: skip
+    module = wide.module[next(iter(wide.module.keys()))]
+    assert module.lm.config._attn_implementation == "eager"
+    padded = build_learner(tiny_model_dir, micro_batch_size=8).compute_reference_logprobs(cols)
+    np.testing.assert_allclose(wide.compute_reference_logprobs(cols), padded, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("padding_free", "yes"), ("padding_free_bin_tokens", 0), ("attn_implementation", 2)],
+)
+def test_padding_free_fields_are_validated(field, value):
+    config = K15Config().environment("k15/Arithmetic-v0").training(**{field: value})
+    with pytest.raises(ValueError, match=f"`{field}`"):
         config.validate()

@@ -84,9 +84,11 @@ def _fit_size(
     except SplitError as err:
         if not err.found:
             raise
+        size = env_config.get("size")
+        wanted = f"size={size}" if size is not None else "the env's default size"
         notes.append(
             f"{what}: the {env_config['split']!r} split of {env_id} has only {err.found} "
-            f"distinct problems, fewer than size={env_config.get('size')}; using {err.found}"
+            f"distinct problems, fewer than {wanted}; using {err.found}"
         )
         return err.found
     return None

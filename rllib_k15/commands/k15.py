@@ -75,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:  # vLLM logs every engine detail at INFO; keep the terminal readable
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    from rllib_k15.runs.memory import bound_onednn_primitive_cache
+
+    bound_onednn_primitive_cache()  # before any torch work: oneDNN reads it once
     func = getattr(args, "func", None)
     if func is None:  # a command group called without its subcommand
         parser.parse_args([*(argv if argv is not None else sys.argv[1:]), "--help"])

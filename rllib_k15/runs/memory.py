@@ -1,4 +1,5 @@
-"""Give freed heap memory back to the OS between iterations (glibc ``malloc_trim``).
+"""Keep a long run's resident memory flat: freed heap pages go back to the OS between
+iterations (glibc ``malloc_trim``), and oneDNN's kernel cache is bounded.
 
 A training iteration allocates and frees gigabytes in tensors of changing shapes (responses
 of every length, the optimizer state rebuilt after each reset). glibc's malloc keeps what
@@ -8,6 +9,16 @@ Python object is kept alive. ``malloc_trim(0)`` hands every free page of every a
 (``madvise(MADV_DONTNEED)``); it costs milliseconds once per iteration and nothing per
 allocation. Where the C library is not glibc (musl, macOS), this is a no-op.
 
+oneDNN (torch's bf16 matmul kernels on CPUs with AVX512-BF16/AMX) compiles and caches one
+primitive per matmul shape, up to 1024 of them by default, each holding its own buffers.
+The learner's shapes change with every micro-batch (response lengths), so that cache
+fills for hundreds of iterations: tens of MB per iteration here. ``k15`` bounds it to
+:data:`ONEDNN_PRIMITIVES` (a forward and backward of one micro-batch use ~20 shapes, so
+the bound does not thrash) unless ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` is already set;
+oneDNN reads it once, at its first primitive, so it is set before any torch work, and
+Ray processes started afterwards inherit it (on a cluster started with ``ray start``,
+set it there or in the job's ``runtime_env``).
+
 Measure it with ``python -m bench.soak`` (private memory per process per iteration).
 """
 
@@ -16,10 +27,20 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 
 import psutil
 
-__all__ = ["release_free_heap"]
+__all__ = ["ONEDNN_PRIMITIVES", "bound_onednn_primitive_cache", "release_free_heap"]
+
+ONEDNN_CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
+ONEDNN_PRIMITIVES = 64  # oneDNN's default: 1024
+
+
+def bound_onednn_primitive_cache(capacity: int = ONEDNN_PRIMITIVES) -> str:
+    """Bound oneDNN's primitive cache (unless the user set it); returns the value in force.
+    Effective only before this process's first oneDNN primitive."""
+    return os.environ.setdefault(ONEDNN_CACHE_ENV, str(capacity))
 
 
 @functools.cache

@@ -240,7 +240,7 @@ def run_training(
     from rich.live import Live
 
     from rllib_k15.runs.checkpoints import CheckpointManager
-    from rllib_k15.runs.memory import release_free_heap
+    from rllib_k15.runs.memory import bound_onednn_primitive_cache, release_free_heap
     from rllib_k15.runs.run_files import (
         LEARNING_CURVE_FILE,
         METRICS_FILE,
@@ -266,6 +266,7 @@ def run_training(
         f"[bold]K15MirrorDescent[/] on {config.env} with {config.hf_model}, "
         f"{iterations} iteration{'s' if iterations != 1 else ''} -> {out}"
     )
+    bound_onednn_primitive_cache()  # `k15` did already; python-API callers get it here
     algo = config.build_algo()
     from rllib_k15.engine.logging import refresh
 

@@ -56,22 +56,6 @@ CANDIDATES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def profile_mode(engine, env, params, n: int) -> dict[str, Any]:
-    """Sample ``params.n`` responses for the first ``n`` problems; per-sample tokens/correct."""
-    problems = [env.problem(i) for i in range(n)]
-    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
-    flat = [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
-    verdicts = env.verify_batch(
-        [p for p, _ in flat],
-        [c.text for _, c in flat],
-        truncated=[c.finish_reason == "length" for _, c in flat],
-    )
-    k = params.n
-    correct = [[bool(v.correct) for v in verdicts[i * k : (i + 1) * k]] for i in range(n)]
-    tokens = [[len(c.token_ids) for c in g] for g in groups]
-    return {"correct": correct, "tokens": tokens, "example": flat[0][1].text[:400]}
-
-
 def summarize(mode: dict[str, Any]) -> dict[str, float]:
     """Pass@1 with its problem-bootstrap interval, mean tokens, and Pass@1 by length tercile."""
     from rllib_k15.evaluation.intervals import pass_at_1_interval
@@ -105,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rllib_k15.engine import SamplingParams, make_engine
     from rllib_k15.env_factory import make_reasoning_env
+    from rllib_k15.evaluation.evaluate import sample_and_grade
     from rllib_k15.hardware import _cpuinfo, decide_precision
 
     precision = decide_precision("auto")
@@ -137,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     env = make_reasoning_env(env_id, {**kwargs, **extra})
                 params = SamplingParams(n=args.samples, temperature=1.0, max_tokens=max_tokens)
                 n = min(args.problems, len(env.unwrapped))
-                raw = profile_mode(engine, env.unwrapped, params, n)
+                raw = sample_and_grade(engine, env.unwrapped, params, n)
                 env.close()
                 entry[mode] = {**summarize(raw), "raw": raw}
                 print(f"{name} {mode}: {entry[mode]['pass_at_1']:.3f} "
@@ -158,7 +143,8 @@ def write_table(doc: dict[str, Any]) -> None:
         "# Base-model profile: where does reasoning length pay?", "",
         f"{s['model']}, `test` split, first {s['problems']} problems × {s['samples']} samples, "
         f"T = 1; reasoning ≤ {s['max_tokens']} tokens, answer-only ≤ {s['answer_tokens']} "
-        f"tokens. Machine: 2 cores, {s['cpu']} (flags: {', '.join(s['cpu_flags']) or 'no native bf16'}), "
+        f"tokens. Machine: 2 cores, {s['cpu']} "
+        f"(flags: {', '.join(s['cpu_flags']) or 'no native bf16'}), "
         f"precision {s['precision']}. 95 % intervals: bootstrap "
         "over problems. Command: `python experiments/length_task_profile.py`.", "",
         "| task | reasoning Pass@1 | tokens | answer-only Pass@1 | Pass@1 by length tercile "

@@ -38,31 +38,6 @@ TASKS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def evaluate_task(engine, env, params) -> dict[str, Any]:
-    """Per-sample correctness and tokens on every problem of ``env``."""
-    problems = [env.problem(i) for i in range(len(env))]
-    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
-    flat = [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
-    verdicts = env.verify_batch(
-        [p for p, _ in flat],
-        [c.text for _, c in flat],
-        truncated=[c.finish_reason == "length" for _, c in flat],
-    )
-    k = params.n
-    correct = [
-        [bool(v.correct) for v in verdicts[i * k : (i + 1) * k]] for i in range(len(problems))
-    ]
-    reasons: dict[str, int] = {}
-    for v in verdicts:
-        reasons[v.reason] = reasons.get(v.reason, 0) + 1
-    return {
-        "correct": correct,
-        "tokens": [[len(c.token_ids) for c in g] for g in groups],
-        "reasons": reasons,
-        "example": flat[0][1].text[:300],
-    }
-
-
 def summarize(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows per (task, model): Pass@1 [interval], tokens, paired difference to the first."""
     from rllib_k15.evaluation.intervals import paired_difference_interval, pass_at_1_interval
@@ -159,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rllib_k15.engine import SamplingParams, make_engine
     from rllib_k15.env_factory import make_reasoning_env
+    from rllib_k15.evaluation.evaluate import sample_and_grade
     from rllib_k15.hardware import _cpuinfo, decide_precision
 
     models = dict(m.split("=", 1) for m in args.models)
@@ -185,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 except SplitError as err:  # a small task: all of its test split
                     env = make_reasoning_env(env_id, {**kwargs, "size": err.found})
                 engine.reseed(args.seed)  # same sampling stream for every model and task
-                result = evaluate_task(engine, env.unwrapped, params)
+                result = sample_and_grade(engine, env.unwrapped, params, len(env.unwrapped))
                 env.close()
                 entry = doc["tasks"].setdefault(name, {"env": env_id, "env_kwargs": kwargs})
                 entry.setdefault("results", {})[label] = result

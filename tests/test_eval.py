@@ -19,6 +19,7 @@ from rllib_k15.evaluation.evaluate import (
     make_row,
     pass_at_1,
     read_results,
+    sample_and_grade,
     summarize_runs,
     token_percentiles,
 )
@@ -115,6 +116,18 @@ def test_evaluate_scores_with_the_env_verifier(arithmetic_env) -> None:
     assert result.mean_tokens == pytest.approx((3 + 4 + 5 + 3) / 4)
     assert result.generated_tokens == 6 * 15 and result.num_problems == 6
     assert result.tokens_per_second > 0
+
+
+def test_sample_and_grade_keeps_every_sample_in_problem_order(arithmetic_env) -> None:
+    engine = ScriptedEngine(arithmetic_env.unwrapped)
+    params = SamplingParams(n=4, temperature=1.0, max_tokens=8)
+    out = sample_and_grade(engine, arithmetic_env.unwrapped, params, num_problems=3)
+    # problem i, sample j correct iff (i + j) even, except the truncated sample 3
+    assert out["correct"] == [
+        [True, False, True, False], [False, True, False, False], [True, False, True, False]
+    ]  # fmt: skip
+    assert out["tokens"] == [[3, 4, 5, 3]] * 3
+    assert out["reasons"] == {"correct": 5, "wrong": 4, "truncated": 3}
 
 
 def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "evaluate",
     "pass_at_1",
     "read_results",
+    "sample_and_grade",
     "summarize_runs",
     "token_percentiles",
 ]
@@ -114,6 +115,32 @@ def token_percentiles(lengths: Sequence[int], qs: Sequence[int] = PERCENTILES) -
 
 
 # --------------------------------------------------------------------------- evaluation
+
+
+def sample_and_grade(
+    engine: RolloutEngine, env: Any, params: SamplingParams, num_problems: int
+) -> dict[str, Any]:
+    """Every sample of the first ``num_problems`` problems of ``env`` (a
+    ``k15_envs.ReasoningEnv``), graded in one batch: per-problem lists of correctness and
+    tokens, the verdict reasons counted, and the first response's text. For experiments
+    that need per-sample results (paired comparisons, length profiles); ``evaluate`` is the
+    aggregated, batched version."""
+    problems = [env.problem(i) for i in range(num_problems)]
+    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
+    flat = [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
+    verdicts = env.verify_batch(
+        [p for p, _ in flat],
+        [c.text for _, c in flat],
+        truncated=[c.finish_reason == "length" for _, c in flat],
+    )
+    k = params.n
+    return {
+        "correct": [[bool(v.correct) for v in verdicts[i * k : (i + 1) * k]]
+                    for i in range(num_problems)],
+        "tokens": [[len(c.token_ids) for c in g] for g in groups],
+        "reasons": dict(Counter(v.reason for v in verdicts)),
+        "example": flat[0][1].text[:400] if flat else "",
+    }  # fmt: skip
 
 
 def evaluate(

@@ -15,7 +15,9 @@ in-process (no download), and checks, printing one line each and failing loudly:
    and the engine share it) is on the bf16 grid, and the straight-through gradient reaches
    every fp32 master parameter;
 4. one OPMD step (``rllib_k15.core.losses.opmd_loss``, eq. 3) on random responses gives a
-   finite loss and changes the parameters; the τ term is 0 at the first step (π_θ = π_θi).
+   finite loss and changes the parameters; the τ term is 0 at the first step (π_θ = π_θi);
+5. padding-free packing (``rllib_k15.core.packing``, what ``padding_free: true`` runs) on
+   the device: rows of 9-48 tokens packed into fewer rows give the padded rows' log-probs.
 
 ``--device cpu`` runs the same checks here (tests/test_bench_cuda_check.py).
 """
@@ -28,6 +30,7 @@ import json
 import torch
 
 from rllib_k15.core.losses import LossInputs, LossParams, opmd_loss, sequence_logprob
+from rllib_k15.core.packing import pack_rows, unpack_rows
 from rllib_k15.core.rounding import StraightThrough, autocast_device, dither_noise, round_to_bf16
 from rllib_k15.core.sequences import token_logprobs
 
@@ -108,6 +111,27 @@ def run(device: str) -> dict:
     report["metrics"] = {k: float(v) for k, v in metrics.items()}
     assert torch.isfinite(loss) and not report["params_without_grad"], report
     assert changed == len(before), report
+    report.update(_packing_check(model, ids))
+    return report
+
+
+def _packing_check(model, ids) -> dict:
+    """Packed rows (position ids per row, no mask) vs padded rows, fp32, on the device."""
+    lengths = torch.tensor([48, 20, 12, 30, 9, 41, 16, 25], device=ids.device)
+    attention = (torch.arange(ids.shape[1], device=ids.device)[None] < lengths[:, None]).long()
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attention, use_cache=False).logits
+        padded = token_logprobs(logits.float(), ids) * attention
+        packing = pack_rows(ids, attention)
+        logits = model(
+            input_ids=packing.input_ids, position_ids=packing.position_ids, use_cache=False
+        ).logits
+        packed = unpack_rows(
+            token_logprobs(logits.float(), packing.input_ids), packing, ids.shape[1]
+        )
+    report = {"packing_rows": int(packing.input_ids.shape[0]),
+              "packing_max_abs_err": float((packed - padded).abs().max())}  # fmt: skip
+    assert report["packing_rows"] < len(lengths) and report["packing_max_abs_err"] < 1e-3, report
     return report
 
 

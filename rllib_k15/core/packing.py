@@ -92,20 +92,23 @@ def pack_rows(
     width = int(lengths.max())
     capacity = width if capacity is None else max(int(capacity), width)
     bins = first_fit_decreasing(lengths.tolist(), capacity)
-    packed_ids = torch.full((len(bins), capacity), pad_token_id, dtype=input_ids.dtype)
-    positions = torch.zeros((len(bins), capacity), dtype=torch.long)
-    bin_of_row = torch.zeros(len(lengths), dtype=torch.long)
-    start_of_row = torch.zeros(len(lengths), dtype=torch.long)
+    device = input_ids.device  # the packed rows go where the model is (CPU or GPU)
+    packed_ids = torch.full(
+        (len(bins), capacity), pad_token_id, dtype=input_ids.dtype, device=device
+    )
+    positions = torch.zeros((len(bins), capacity), dtype=torch.long, device=device)
+    bin_of_row = torch.zeros(len(lengths), dtype=torch.long, device=device)
+    start_of_row = torch.zeros(len(lengths), dtype=torch.long, device=device)
     for b, rows in enumerate(bins):
         start = 0
         for row in rows:
             n = int(lengths[row])
             packed_ids[b, start : start + n] = input_ids[row, :n]
-            positions[b, start : start + n] = torch.arange(n)
+            positions[b, start : start + n] = torch.arange(n, device=device)
             bin_of_row[row], start_of_row[row] = b, start
             start += n
-        positions[b, start:] = torch.arange(capacity - start)
-    return PackedRows(packed_ids, positions, bin_of_row, start_of_row, lengths)
+        positions[b, start:] = torch.arange(capacity - start, device=device)
+    return PackedRows(packed_ids, positions, bin_of_row, start_of_row, lengths.to(device))
 
 
 def unpack_rows(values: torch.Tensor, packing: PackedRows, width: int) -> torch.Tensor:
@@ -115,7 +118,7 @@ def unpack_rows(values: torch.Tensor, packing: PackedRows, width: int) -> torch.
     (no prediction of a row's first token: the value there belongs to the previous row in
     the bin) are 0, as in the padded forward's :func:`rllib_k15.core.sequences.
     token_logprobs`. Differentiable (a gather)."""
-    steps = torch.arange(width)
+    steps = torch.arange(width, device=values.device)
     real = (steps < packing.lengths[:, None]) & (steps > 0)  # (B, width)
     flat = packing.bin_of_row[:, None] * values.shape[1] + packing.start_of_row[:, None] + steps
     flat = torch.where(real, flat, torch.zeros_like(flat))

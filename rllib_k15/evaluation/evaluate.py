@@ -37,6 +37,7 @@ from typing import Any
 
 from rllib_k15.engine.base import RolloutEngine, SamplingParams
 from rllib_k15.evaluation.intervals import pass_at_1_interval
+from rllib_k15.sampling.difficulty import sample_verdicts
 
 __all__ = [
     "CSV_COLUMNS",
@@ -126,21 +127,13 @@ def sample_and_grade(
     that need per-sample results (paired comparisons, length profiles); ``evaluate`` is the
     aggregated, batched version."""
     problems = [env.problem(i) for i in range(num_problems)]
-    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
-    flat = [(p, c) for p, g in zip(problems, groups, strict=True) for c in g]
-    verdicts = env.verify_batch(
-        [p for p, _ in flat],
-        [c.text for _, c in flat],
-        truncated=[c.finish_reason == "length" for _, c in flat],
-    )
-    k = params.n
+    groups, verdict_groups = sample_verdicts(engine, env, problems, params)
     return {
-        "correct": [[bool(v.correct) for v in verdicts[i * k : (i + 1) * k]]
-                    for i in range(num_problems)],
+        "correct": [[bool(v.correct) for v in group] for group in verdict_groups],
         "tokens": [[len(c.token_ids) for c in g] for g in groups],
-        "reasons": dict(Counter(v.reason for v in verdicts)),
-        "example": flat[0][1].text[:400] if flat else "",
-    }  # fmt: skip
+        "reasons": dict(Counter(v.reason for group in verdict_groups for v in group)),
+        "example": groups[0][0].text[:400] if groups and groups[0] else "",
+    }
 
 
 def evaluate(

@@ -192,6 +192,21 @@ def write_difficulty_file(
         raise ValueError(f"{path}: unknown suffix {suffix!r}, expected one of {_SUFFIXES}")
 
 
+def sample_verdicts(engine: Any, reasoning_env: Any, problems: Sequence[Any], params: Any):
+    """``params.n`` responses per problem from ``engine``, graded in one batch by the env's
+    verifier (a truncated response is wrong): (completion groups, verdict groups), both in
+    ``problems`` order."""
+    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
+    flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
+    verdicts = reasoning_env.verify_batch(
+        [p for p, _ in flat],
+        [c.text for _, c in flat],
+        truncated=[c.finish_reason == "length" for _, c in flat],
+    )
+    k = params.n
+    return groups, [verdicts[i * k : (i + 1) * k] for i in range(len(problems))]
+
+
 def pass_rates(
     engine: Any,
     reasoning_env: Any,
@@ -205,13 +220,6 @@ def pass_rates(
     rates: list[float] = []
     for start in range(0, len(indices), batch_problems):
         problems = [reasoning_env.problem(int(i)) for i in indices[start : start + batch_problems]]
-        groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
-        flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
-        verdicts = reasoning_env.verify_batch(
-            [p for p, _ in flat],
-            [c.text for _, c in flat],
-            truncated=[c.finish_reason == "length" for _, c in flat],
-        )
-        for i in range(len(problems)):
-            rates.append(sum(bool(v.correct) for v in verdicts[i * params.n : (i + 1) * params.n]))
-    return [r / params.n for r in rates]
+        _, verdict_groups = sample_verdicts(engine, reasoning_env, problems, params)
+        rates += [sum(bool(v.correct) for v in group) / params.n for group in verdict_groups]
+    return rates

@@ -9,7 +9,9 @@ plain HF directory (``config.json`` + bf16 safetensors + tokenizer with its chat
   2 CPU cores) into the cache, no model hub needed.
 - ``tiny-random-llama`` — a seeded random 2-layer Llama (~7M parameters) with the SmolLM2
   tokenizer, for fast tests. Its hidden size is 128 with 4 heads (head_dim 32) rather than
-  64, because vLLM's CPU attention supports head sizes >= 32 only.
+  64, because vLLM's CPU attention supports head sizes >= 32 only. ``tiny-random-llava``
+  adds a tiny CLIP vision tower and projector to the same Llama (a vision-language model
+  for tests, :mod:`rllib_k15.vision.tiny_vlm`).
 - any local HF model directory (e.g. a checkpoint exported by the trainer).
 
 Cache directory: the ``cache_dir`` argument, else ``$K15_CACHE_DIR``, else
@@ -216,13 +218,11 @@ def _build_smollm2(out: Path, cache_dir: Path) -> None:
         _stage(bar, "saved")
 
 
-@register_model("tiny-random-llama", "seeded random 2-layer Llama with the SmolLM2 tokenizer")
-def _build_tiny_random_llama(out: Path, cache_dir: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tokenizer: PreTrainedTokenizerBase):
+    """The 2-layer Llama of the tiny test models (hidden 128, head_dim 32)."""
+    from transformers import LlamaConfig
 
-    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer(cache_dir))
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
         num_hidden_layers=2,
@@ -239,10 +239,26 @@ def _build_tiny_random_llama(out: Path, cache_dir: Path) -> None:
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+@register_model("tiny-random-llama", "seeded random 2-layer Llama with the SmolLM2 tokenizer")
+def _build_tiny_random_llama(out: Path, cache_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(_smollm2_tokenizer(cache_dir))
+    config = tiny_llama_config(tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
     _save(model.to(torch.bfloat16), tokenizer, out)
+
+
+@register_model("tiny-random-llava", "seeded random LLaVA (CLIP tower + 2-layer Llama), for tests")
+def _build_tiny_random_llava(out: Path, cache_dir: Path) -> None:
+    from rllib_k15.vision.tiny_vlm import build_tiny_random_llava
+
+    build_tiny_random_llava(out, _smollm2_tokenizer(cache_dir))
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:

@@ -107,6 +107,13 @@ def tiny_model_dir(k15_cache_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_vlm_dir(k15_cache_dir: Path) -> Path:
+    from rllib_k15.models import prepare_model
+
+    return prepare_model("tiny-random-llava", k15_cache_dir)
+
+
+@pytest.fixture(scope="session")
 def smollm2_dir(k15_cache_dir: Path) -> Path:
     from rllib_k15.models import prepare_model
 

@@ -1,7 +1,8 @@
 """k15_envs: Gymnasium text environments for RL from verifiable rewards.
 
 ``import k15_envs`` registers the ``k15/*`` envs (Math, Arithmetic, GSMSymbolic, Countdown,
-ReasoningGym, Code, HumanEval, MultipleChoice); it imports neither ray, torch nor vllm,
+ReasoningGym, Code, HumanEval, MultipleChoice, and the image envs Rendered,
+RenderedArithmetic, RenderedMath, ImageQA); it imports neither ray, torch nor vllm,
 and loads heavy graders (math-verify, reasoning-gym) only when an env needs them::
 
     import gymnasium as gym, k15_envs

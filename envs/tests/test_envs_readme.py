@@ -22,6 +22,8 @@ def test_readme_has_an_example_per_env():
         "Code",
         "HumanEval",
         "MultipleChoice",
+        "RenderedArithmetic",
+        "ImageQA",
     ):
         assert f'"k15/{env_id}-v0"' in text, env_id
 

@@ -75,6 +75,12 @@ def add_parser(subparsers) -> None:
         "--keep-checkpoints", type=int, help="keep the newest K checkpoints (default: 2)"
     )
     p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start Ray's dashboard with the local Ray (off by default: ~0.5 GB on a small "
+        "machine; a cluster joined through RAY_ADDRESS keeps its own)",
+    )
+    p.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -300,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
         log_file = logs.to_file(out)
         if not verbose:
             print(f"engine/Ray logs: {out / log_file.name} (`k15 train -v` shows them here)")
-        init_ray(verbose)
+        init_ray(verbose, dashboard=bool(getattr(args, "dashboard", False)))
         from rllib_k15.runs import trainer  # looked up now: tests replace run_training
 
         trainer.run_training(config, iterations, out, resume=bool(args.resume), **settings)

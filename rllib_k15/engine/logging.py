@@ -303,11 +303,17 @@ def refresh() -> None:
         _ACTIVE.refresh()
 
 
-def init_ray(verbose: int = 0) -> bool:
+def init_ray(verbose: int = 0, *, dashboard: bool = False) -> bool:
     """Start a Ray of this process's own (or join ``$RAY_ADDRESS``) unless Ray is up, with
     worker output not echoed to the terminal (``verbose``: echoed as usual). Environment
     variables set before this (vLLM's log route) reach every actor started on this
-    machine. Returns whether it started Ray."""
+    machine. Returns whether it started Ray.
+
+    ``dashboard``: start Ray's dashboard with a Ray of our own. Off by default: on a small
+    machine its ten processes hold ~0.5 GB (proportional set size, measured by
+    ``bench.soak``), and its module processes' forkserver, killed at shutdown, leaves a
+    ``pymp-*`` directory in the temp dir after every run. A cluster joined through
+    ``RAY_ADDRESS`` keeps the dashboard its head started."""
     import ray
 
     if ray.is_initialized():
@@ -315,8 +321,15 @@ def init_ray(verbose: int = 0) -> bool:
     # "local": a Ray of our own, not whichever instance another process on this machine
     # started last (ray.init()'s default); RAY_ADDRESS still selects a cluster
     address = os.environ.get("RAY_ADDRESS") or "local"
+    options: dict[str, Any] = {}
+    if address == "local":
+        options["include_dashboard"] = bool(dashboard)
     # configure_logging=False would clear the "ray" logger's handlers: Python's last-resort
     # handler then prints its warnings to the terminal. Ray's own setup keeps ours.
-    ray.init(address=address, log_to_driver=bool(verbose), logging_level=logging.INFO)
+    context = ray.init(
+        address=address, log_to_driver=bool(verbose), logging_level=logging.INFO, **options
+    )
+    if dashboard and getattr(context, "dashboard_url", None):
+        print(f"Ray dashboard: http://{context.dashboard_url}")
     refresh()
     return True

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -227,9 +228,13 @@ def test_quickstart_as_users_run_it_through_vllm(tiny_model_dir, k15_cache_dir, 
     env = {**os.environ, "K15_CACHE_DIR": str(k15_cache_dir), "HF_HUB_OFFLINE": "1"}
     for key in ("VLLM_LOGGING_CONFIG_PATH", "VLLM_CONFIGURE_LOGGING", "RAY_ADDRESS"):
         env.pop(key, None)
+    temp_dir = Path(tempfile.gettempdir())
+    before = set(temp_dir.glob("pymp-*"))
     done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     terminal = done.stdout + done.stderr
     assert done.returncode == 0, terminal[-6000:]
+    # without Ray's dashboard (off by default) no forkserver directory is left behind
+    assert not set(temp_dir.glob("pymp-*")) - before
 
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [0, 1, 2]  # eval_interval 2: row 0 is the eval
@@ -255,3 +260,39 @@ def test_quickstart_as_users_run_it_through_vllm(tiny_model_dir, k15_cache_dir, 
         "bfloat16",
         "float32",
     )
+
+
+def test_local_ray_starts_without_the_dashboard_unless_asked(monkeypatch):
+    """`k15 train` starts its own Ray without the dashboard (`--dashboard` turns it on); a
+    cluster joined through RAY_ADDRESS is not told what to start."""
+    import ray
+
+    from rllib_k15.engine import logging as engine_logging
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert engine_logging.init_ray(0)
+    assert engine_logging.init_ray(0, dashboard=True)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert engine_logging.init_ray(0)
+    assert [c.get("include_dashboard") for c in calls] == [False, True, None]
+    assert [c["address"] for c in calls] == ["local", "local", "10.0.0.1:6379"]
+    assert "include_dashboard" not in calls[2]
+
+
+def test_dashboard_flag_reaches_ray(peaked_tiny_model_dir, tmp_path, monkeypatch):
+    from rllib_k15.engine import logging as engine_logging
+
+    seen = []
+    monkeypatch.setattr(
+        engine_logging, "init_ray", lambda verbose, dashboard=False: seen.append(dashboard)
+    )
+    monkeypatch.setattr(rllib_k15.runs.trainer, "run_training", lambda *a, **k: None)
+    experiment = toy_env.write_toy_experiment(
+        tmp_path / "q.yaml", peaked_tiny_model_dir, iterations=1
+    )
+    assert main(["train", "--config", experiment, "--out", str(tmp_path / "a")]) == 0
+    assert main(["train", "--config", experiment, "--out", str(tmp_path / "b"), "--dashboard"]) == 0
+    assert seen == [False, True]

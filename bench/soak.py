@@ -13,7 +13,10 @@ process of the tree outlived it and that no new entry was left in the temp direc
 
 Verdict rows (targets): growth of the median tree RSS from the first to the last third of
 the post-warm-up iterations ≤ 64 MB; least-squares RSS slope ≤ 2 MB/iteration; open files
-after warm-up: max − min ≤ 2; leaked processes 0; leaked temp entries 0. A plot of RSS and
+after warm-up: max − min ≤ 2; leaked processes 0; leaked temp entries 0; and whether memory
+levelled off: the trainer's private-memory slope over the second half of the run, checkpoint
+saves left out, ≤ 2 MB/iteration. ``--resummarize FILE`` recomputes the rows of a saved
+result from its samples. A plot of RSS and
 open files per iteration is written next to the JSON. 50 iterations take ~30-40 min on 2
 cores; ``--quick`` (4 iterations, tiny random model) checks the harness end to end only —
 its verdict means nothing, because the partial-rollout store is still filling (responses of
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -35,10 +39,11 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bench.common import REPO_DIR, Row, add_common_args, result_path, write_result
+from bench.common import REPO_DIR, Row, add_common_args, result_path, text_table, write_result
 
 QUICKSTART = "tuned_examples/quickstart_smollm2.yaml"
 MAX_GROWTH_MB, MAX_SLOPE_MB, MAX_FD_SPREAD = 64.0, 2.0, 2
+CHECKPOINT_EVERY = 10
 
 
 def process_role(proc: psutil.Process) -> str:
@@ -104,10 +109,19 @@ def flat_verdict(rss_mb: list[float], fds: list[int]) -> dict[str, float]:
     return {"rss_growth_mb": growth, "rss_slope_mb": slope, "fd_spread": max(fds) - min(fds)}
 
 
+def plateau_slope(iterations: list[int], values: list[float], checkpoint_every: int) -> float:
+    """LSQ slope (MB/iteration) over the second half of ``iterations``, leaving out the
+    iterations that save a checkpoint (a transient spike of the save, not growth): whether
+    memory still grows once the caches filled, or has levelled off."""
+    it, val = np.asarray(iterations), np.asarray(values, dtype=float)
+    keep = (it >= np.median(it)) & (it % checkpoint_every != 0)
+    return float(np.polyfit(it[keep], val[keep], 1)[0]) if keep.sum() > 1 else 0.0
+
+
 def run_soak(args: argparse.Namespace, out_dir: Path) -> dict:
     tmp_before = set(os.listdir(tempfile.gettempdir()))
     cmd = [sys.executable, "-m", "rllib_k15", "train", "--config", QUICKSTART,
-           "--out", str(out_dir), "--checkpoint-every", "10",
+           "--out", str(out_dir), "--checkpoint-every", str(CHECKPOINT_EVERY),
            "--set", f"stop.training_iteration={args.iterations}",
            "--set", f"training.partial_rollout_max_tokens={args.partial_tokens}",
            "--set", "training.eval_interval=0",
@@ -140,6 +154,59 @@ def _is_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def summarize(run: dict, warmup: int) -> tuple[dict, list[Row]]:
+    """The verdict numbers and rows of a soak's samples (also ``--resummarize``)."""
+    after = [s for s in run["samples"] if s["iteration"] > warmup]
+    verdict = flat_verdict([s["rss_mb"] for s in after], [s["open_files"] for s in after])
+    memory = {
+        key: flat_verdict([s[key] for s in after], [0])["rss_growth_mb"]
+        for key in ("pss_mb", "uss_mb")
+        if after and all(key in s for s in after)
+    }
+    trainer = [s["roles"]["trainer"]["uss_mb"] for s in after if "trainer" in s.get("roles", {})]
+    if trainer:
+        memory["trainer_uss_mb"] = flat_verdict(trainer, [0])["rss_growth_mb"]
+    verdict.update({f"growth_{k}": v for k, v in memory.items()})
+    with_trainer = [s for s in after if "trainer" in s.get("roles", {})]
+    verdict["plateau_slope_trainer_uss_mb"] = plateau_slope(
+        [s["iteration"] for s in with_trainer],
+        [s["roles"]["trainer"]["uss_mb"] for s in with_trainer],
+        CHECKPOINT_EVERY,
+    )
+    rows = [
+        Row("soak", "RSS growth after warm-up (MB)", verdict["rss_growth_mb"], target=MAX_GROWTH_MB,
+            higher_is_better=False),
+        Row("soak", "RSS slope (MB/iteration)", verdict["rss_slope_mb"], target=MAX_SLOPE_MB,
+            higher_is_better=False),
+        *[Row("soak", f"{key.upper()} growth after warm-up (MB)", verdict[f"growth_{key}_mb"],
+              target=MAX_GROWTH_MB, higher_is_better=False)
+          for key in ("pss", "uss", "trainer_uss") if f"growth_{key}_mb" in verdict],
+        Row("soak", "open-file spread after warm-up", verdict["fd_spread"], target=MAX_FD_SPREAD,
+            higher_is_better=False),
+        Row("soak", "leaked processes", len(run["leaked_pids"]), target=0, higher_is_better=False),
+        Row("soak", "leaked temp entries", len(run["tmp_left"]), target=0, higher_is_better=False),
+        Row("soak", "trainer USS slope, 2nd half, no saves (MB/iteration)",
+            verdict["plateau_slope_trainer_uss_mb"], target=MAX_SLOPE_MB, higher_is_better=False),
+    ]  # fmt: skip
+    return verdict, rows
+
+
+def resummarize(path: Path) -> int:
+    """Recompute the verdict and rows of a committed soak result from its samples (the
+    run's date and machine stay; ``resummarized`` records when)."""
+    import datetime as dt
+
+    doc = json.loads(path.read_text())
+    run = {k: doc["results"][k] for k in ("samples", "leaked_pids", "tmp_left")}
+    verdict, rows = summarize(run, doc["config"]["warmup"])
+    doc["results"] = {**run, **verdict}
+    doc["rows"] = [dataclasses.asdict(r) for r in rows]
+    doc["resummarized"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+    print(text_table(rows))
+    return 0
 
 
 def plot(samples: list[dict], warmup: int, path: Path) -> None:
@@ -187,8 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         "--env", action="append", default=[], metavar="NAME=VALUE",
         help="environment of the trainer, e.g. MALLOC_MMAP_THRESHOLD_=1048576 (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--resummarize", type=Path, metavar="JSON",
+        help="recompute the verdict of a saved soak result from its samples (no run)",
+    )  # fmt: skip
     add_common_args(parser, "soak")
     args = parser.parse_args(argv)
+    if args.resummarize:
+        return resummarize(args.resummarize)
     if bad := [item for item in args.env if "=" not in item]:
         parser.error(f"--env needs NAME=VALUE, got {bad[0]!r}")
     if args.quick:
@@ -197,30 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     (REPO_DIR / "runs").mkdir(exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(prefix="k15-soak-", dir=REPO_DIR / "runs"))
     run = run_soak(args, out_dir)
-    after = [s for s in run["samples"] if s["iteration"] > args.warmup]
-    verdict = flat_verdict([s["rss_mb"] for s in after], [s["open_files"] for s in after])
-    memory = {
-        key: flat_verdict([s[key] for s in after], [0])["rss_growth_mb"]
-        for key in ("pss_mb", "uss_mb")
-        if after and all(key in s for s in after)
-    }
-    trainer = [s["roles"]["trainer"]["uss_mb"] for s in after if "trainer" in s.get("roles", {})]
-    if trainer:
-        memory["trainer_uss_mb"] = flat_verdict(trainer, [0])["rss_growth_mb"]
-    verdict.update({f"growth_{k}": v for k, v in memory.items()})
-    rows = [
-        Row("soak", "RSS growth after warm-up (MB)", verdict["rss_growth_mb"], target=MAX_GROWTH_MB,
-            higher_is_better=False),
-        Row("soak", "RSS slope (MB/iteration)", verdict["rss_slope_mb"], target=MAX_SLOPE_MB,
-            higher_is_better=False),
-        *[Row("soak", f"{key.upper()} growth after warm-up (MB)", verdict[f"growth_{key}_mb"],
-              target=MAX_GROWTH_MB, higher_is_better=False)
-          for key in ("pss", "uss", "trainer_uss") if f"growth_{key}_mb" in verdict],
-        Row("soak", "open-file spread after warm-up", verdict["fd_spread"], target=MAX_FD_SPREAD,
-            higher_is_better=False),
-        Row("soak", "leaked processes", len(run["leaked_pids"]), target=0, higher_is_better=False),
-        Row("soak", "leaked temp entries", len(run["tmp_left"]), target=0, higher_is_better=False),
-    ]  # fmt: skip
+    verdict, rows = summarize(run, args.warmup)
     config = {"iterations": args.iterations, "partial_tokens": args.partial_tokens,
               "warmup": args.warmup, "model": args.model, "config": QUICKSTART, "env": args.env,
               "run_dir": str(out_dir)}  # fmt: skip

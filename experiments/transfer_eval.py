@@ -8,7 +8,7 @@ problems) per model and the paired difference of every model to the first one (s
 problems, bootstrap over problems). Written to ``docs/results/transfer/`` (``transfer.json``
 with every sample's correctness and length, ``table.md``, ``transfer.png``)::
 
-    k15 export runs/addition --out runs/addition/hf
+    k15 export runs/addition/checkpoint runs/addition/hf
     python experiments/transfer_eval.py --models base=smollm2-135m-instruct \\
         trained=runs/addition/hf [--tasks chain_sum_l1 leg_counting ...]
 """

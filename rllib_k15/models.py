@@ -9,9 +9,9 @@ plain HF directory (``config.json`` + bf16 safetensors + tokenizer with its chat
   2 CPU cores) into the cache, no model hub needed.
 - ``tiny-random-llama`` — a seeded random 2-layer Llama (~7M parameters) with the SmolLM2
   tokenizer, for fast tests. Its hidden size is 128 with 4 heads (head_dim 32) rather than
-  64, because vLLM's CPU attention supports head sizes >= 32 only. ``tiny-random-llava``
-  adds a tiny CLIP vision tower and projector to the same Llama (a vision-language model
-  for tests, :mod:`rllib_k15.vision.tiny_vlm`).
+  64, because vLLM's CPU attention supports head sizes >= 32 only. ``tiny-random-idefics3``
+  adds a tiny vision tower and connector to the same Llama (SmolVLM's architecture: a
+  vision-language model for tests, :mod:`rllib_k15.vision.tiny_vlm`).
 - any local HF model directory (e.g. a checkpoint exported by the trainer).
 
 Cache directory: the ``cache_dir`` argument, else ``$K15_CACHE_DIR``, else
@@ -254,11 +254,13 @@ def _build_tiny_random_llama(out: Path, cache_dir: Path) -> None:
     _save(model.to(torch.bfloat16), tokenizer, out)
 
 
-@register_model("tiny-random-llava", "seeded random LLaVA (CLIP tower + 2-layer Llama), for tests")
-def _build_tiny_random_llava(out: Path, cache_dir: Path) -> None:
-    from rllib_k15.vision.tiny_vlm import build_tiny_random_llava
+@register_model(
+    "tiny-random-idefics3", "seeded random Idefics3 (SmolVLM's architecture), for tests"
+)
+def _build_tiny_random_idefics3(out: Path, cache_dir: Path) -> None:
+    from rllib_k15.vision.tiny_vlm import build_tiny_random_idefics3
 
-    build_tiny_random_llava(out, _smollm2_tokenizer(cache_dir))
+    build_tiny_random_idefics3(out, _smollm2_tokenizer(cache_dir))
 
 
 def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
@@ -358,17 +360,20 @@ def load_hf_model(
     dtype: torch.dtype | str = "auto",
     attn_implementation: str | None = None,
 ) -> PreTrainedModel:
-    """A ``transformers`` causal LM on CPU in eval mode.
+    """A ``transformers`` causal LM on CPU in eval mode (a vision-language model's
+    image-text-to-text class when the directory holds one).
 
     ``dtype``: a torch dtype or its name; "auto" means ``preferred_dtype()`` (not the
     checkpoint's dtype — the weights are stored in bf16 either way).
     ``attn_implementation``: transformers' attention kernel (``sdpa``, ``eager``,
     ``flash_attention_2`` on GPUs with flash-attn installed); None = transformers' default.
     """
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
+    from rllib_k15.vision.sequences import is_vision_model
+
+    path = resolve_model(name_or_path)
     extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(name_or_path), dtype=_torch_dtype(dtype), **extra
-    )
+    auto = AutoModelForImageTextToText if is_vision_model(path) else AutoModelForCausalLM
+    model = auto.from_pretrained(path, dtype=_torch_dtype(dtype), **extra)
     return model.eval()

@@ -110,7 +110,7 @@ def tiny_model_dir(k15_cache_dir: Path) -> Path:
 def tiny_vlm_dir(k15_cache_dir: Path) -> Path:
     from rllib_k15.models import prepare_model
 
-    return prepare_model("tiny-random-llava", k15_cache_dir)
+    return prepare_model("tiny-random-idefics3", k15_cache_dir)
 
 
 @pytest.fixture(scope="session")

@@ -323,3 +323,15 @@ def test_lockstep_children_take_turns_and_a_dead_child_drops_out(tmp_path):
     assert trace.read_text().split() == ["a0", "b0", "a1", "a2"]  # turns; b gone after 1
     assert reports == {"a": [{"step": 0}, {"step": 1}, {"step": 2}], "b": [{"step": 0}]}
     assert codes == {"a": 0, "b": 0}
+
+
+def test_soak_plateau_slope_tells_a_filling_cache_from_a_leak():
+    """bench.soak: memory that rises then levels off (with checkpoint-save spikes every 10
+    iterations) has a flat second half; a steady leak keeps its slope."""
+    from bench.soak import plateau_slope
+
+    iterations = list(range(6, 51))
+    levelled = [5700 + 10 * min(i, 25) + (400 if i % 10 == 0 else 0) for i in iterations]
+    leaking = [5700 + 3.0 * i + (400 if i % 10 == 0 else 0) for i in iterations]
+    assert abs(plateau_slope(iterations, levelled, 10)) < 0.5
+    assert abs(plateau_slope(iterations, leaking, 10) - 3.0) < 1e-6

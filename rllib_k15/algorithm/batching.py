@@ -12,6 +12,10 @@ With ``mask_truncated`` (DAPO overlong filtering) a response that hit the hard c
 no gradient. Rollouts reach this module finished, so a partial-rollout segment cut by the
 per-iteration budget is never "truncated" here; its whole response length is what counts.
 
+Image problems add one ``image_<name>`` column per image tensor of the VLM's processor
+(``image_pixel_values`` (B, ...), ``image_pixel_attention_mask``...), so the learner scores
+each response with its image in the forward.
+
 The baseline is computed over the whole group here, before RLlib splits the batch into
 minibatches, so minibatches need not keep groups together.
 
@@ -33,6 +37,7 @@ from rllib_k15.algorithm.columns import (
     BASELINES,
     CORRECT,
     GROUP_IDS,
+    IMAGE_PREFIX,
     INPUT_IDS,
     LOSS_MASK,
     RESPONSE_MASK,
@@ -119,6 +124,9 @@ def build_train_batch(
         GROUP_IDS: groups.astype(np.int64),
         CORRECT: correct.astype(np.float32),
     }
+    if rollouts[0].image_inputs is not None:  # image problems: each row's image tensors
+        for name in rollouts[0].image_inputs:
+            columns[IMAGE_PREFIX + name] = np.stack([r.image_inputs[name] for r in rollouts])
     group_has_signal = [np.ptp(rewards[groups == g]) > 0 for g in np.unique(groups)]
     stats = {
         names.REWARD_TASK_MEAN: float(task.mean()),

@@ -13,3 +13,10 @@ GROUP_IDS = "group_ids"  # (B,) problem index; rows with equal ids are one probl
 CORRECT = "correct"  # (B,) verifier verdict 0/1 (ReST selection, O1-Pruner accuracy)
 ADVANTAGES = "advantages"  # (B,) the loss's per-row signal, set by the learner (losses.prepare)
 INIT_LOGP = "init_logp"  # (B, T) log π of the frozen initial model (GRPO's KL), by the learner
+IMAGE_PREFIX = "image_"  # image problems: image_<name> (B, ...) per processor image tensor
+
+
+def image_columns(batch) -> dict:
+    """``{name: column}`` of the image tensors in ``batch`` (``image_pixel_values`` ->
+    ``pixel_values``): what a VLM's forward takes besides the tokens."""
+    return {k[len(IMAGE_PREFIX) :]: v for k, v in batch.items() if k.startswith(IMAGE_PREFIX)}

@@ -29,6 +29,7 @@ from ray.rllib.policy.sample_batch import MultiAgentBatch
 from rllib_k15.algorithm.columns import (
     ADVANTAGES,
     ATTENTION_MASK,
+    IMAGE_PREFIX,
     INIT_LOGP,
     INPUT_IDS,
     LOSS_MASK,
@@ -36,6 +37,7 @@ from rllib_k15.algorithm.columns import (
     RESPONSE_MASK,
     SAMPLE_LOGP,
     TOKEN_LOGP,
+    image_columns,
 )
 from rllib_k15.algorithm.loss_prep import (
     build_initial_module,
@@ -181,6 +183,8 @@ class K15TorchLearner(TorchLearner):
                 ATTENTION_MASK: torch.as_tensor(attention[rows, :width]),
                 RESPONSE_MASK: torch.as_tensor(columns[RESPONSE_MASK][rows, :width]),
             }
+            for name, column in image_columns(columns).items():  # image problems
+                batch[IMAGE_PREFIX + name] = torch.as_tensor(column[rows])
             out[rows, :width] = module.forward_train(batch)[TOKEN_LOGP].float().numpy()
         module.train(was_training)
         return out * columns[RESPONSE_MASK]
@@ -244,8 +248,9 @@ class K15TorchLearner(TorchLearner):
         groups = self._micro_batches(module_batch[ATTENTION_MASK])
         for idx, (rows, width) in enumerate(groups):
             rows = torch.as_tensor(rows)
-            micro = {
-                k: (v[rows, :width] if v.dim() == 2 else v[rows]) for k, v in module_batch.items()
+            micro = {  # token columns trimmed to the group's width; per-row ones (images) not
+                k: (v[rows, :width] if v.dim() == 2 and not k.startswith(IMAGE_PREFIX) else v[rows])
+                for k, v in module_batch.items()
             }
             last = idx == len(groups) - 1
             sync = (

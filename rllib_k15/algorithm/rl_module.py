@@ -24,7 +24,13 @@ import torch
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.utils.numpy import convert_to_numpy
 
-from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK, TOKEN_LOGP
+from rllib_k15.algorithm.columns import (
+    ATTENTION_MASK,
+    INPUT_IDS,
+    RESPONSE_MASK,
+    TOKEN_LOGP,
+    image_columns,
+)
 from rllib_k15.core.packing import pack_rows, packed_logits_to_keep, unpack_rows
 from rllib_k15.core.rounding import (
     StraightThrough,
@@ -115,7 +121,10 @@ class CausalLMRLModule(TorchRLModule):
 
     # ------------------------------------------------------------------ RLModule API
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        images = image_columns(batch)  # a VLM on image problems: the image in the forward
         if self._padding_free:
+            if images:
+                raise ValueError("padding_free does not support image problems yet")
             return {TOKEN_LOGP: self._packed_token_logprobs(batch)}
         input_ids = batch[INPUT_IDS]
         # With a response mask only the response positions need the vocabulary projection
@@ -123,7 +132,7 @@ class CausalLMRLModule(TorchRLModule):
         keep = logits_to_keep(batch[RESPONSE_MASK]) if RESPONSE_MASK in batch else 0
         logits = self._lm_logits(
             input_ids=input_ids, attention_mask=batch[ATTENTION_MASK], logits_to_keep=keep,
-            use_cache=False,
+            use_cache=False, **images,
         )  # fmt: skip
         return {TOKEN_LOGP: token_logprobs(logits, input_ids)}  # (B, T) float32
 

@@ -102,9 +102,24 @@ class RolloutEngine(ABC):
 
     tokenizer: Any  # a Hugging Face tokenizer with the model's chat template
 
+    processor: Any = None  # a VLM's processor (image processor + tokenizer), else None
+
     def encode_prompt(self, user_message: str) -> list[int]:
         """The chat-templated prompt for one user message, ready for ``generate``."""
         return encode_chat(self.tokenizer, user_message)
+
+    def encode_image_prompt(self, user_message: str, image: Any) -> Any:
+        """The :class:`rllib_k15.vision.sequences.ImagePrompt` of one instruction and image
+        (a VLM on an engine that takes images: ``generate(..., images=...)``)."""
+        if self.processor is None:
+            raise ValueError(
+                f"{type(self).__name__} has no image processor: image problems need a "
+                "vision-language model (e.g. tiny-random-idefics3, or a local HF VLM directory) "
+                "on the vLLM engine"
+            )
+        from rllib_k15.vision.sequences import image_prompt
+
+        return image_prompt(self.processor, user_message, image)
 
     @abstractmethod
     def generate(

@@ -28,17 +28,28 @@ FINGERPRINT_SUFFIXES = (
 )
 
 
+LANGUAGE_MODEL_PREFIXES = ("model.", "model.language_model.", "model.text_model.")
+
+
 class WeightSyncError(RuntimeError):
     """The engine does not hold the weights it was sent."""
 
 
 def pick_names(names: list[str]) -> list[str]:
     """The fingerprinted tensors among ``names``: the final norm plus the first and the last
-    layer's :data:`FINGERPRINT_SUFFIXES` (whatever of them exists)."""
-    layers = sorted({int(n.split(".")[2]) for n in names if n.startswith("model.layers.")})
-    wanted = {"model.norm.weight"}
+    layer's :data:`FINGERPRINT_SUFFIXES` (whatever of them exists), of the language model
+    (a vision-language model's under ``model.language_model.`` or ``model.text_model.``)."""
+    # the language model's prefix: "model." (a causal LM), "model.language_model." (LLaVA-
+    # style VLMs), "model.text_model." (Idefics3 / SmolVLM)
+    found = [p for p in LANGUAGE_MODEL_PREFIXES if any(n.startswith(p + "layers.") for n in names)]
+    prefix = found[0] if found else "model."
+    depth = prefix.count(".")
+    layers = sorted(
+        {int(n.split(".")[depth + 1]) for n in names if n.startswith(prefix + "layers.")}
+    )
+    wanted = {f"{prefix}norm.weight"}
     for layer in layers[:1] + layers[-1:]:
-        wanted.update(f"model.layers.{layer}.{suffix}" for suffix in FINGERPRINT_SUFFIXES)
+        wanted.update(f"{prefix}layers.{layer}.{suffix}" for suffix in FINGERPRINT_SUFFIXES)
     return [n for n in names if n in wanted]
 
 

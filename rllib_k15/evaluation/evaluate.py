@@ -37,6 +37,7 @@ from typing import Any
 
 from rllib_k15.engine.base import RolloutEngine, SamplingParams
 from rllib_k15.evaluation.intervals import pass_at_1_interval
+from rllib_k15.rollout.prompts import encode_problems, generate_for
 from rllib_k15.sampling.difficulty import sample_verdicts
 
 __all__ = [
@@ -179,9 +180,9 @@ def evaluate(
             problems = [
                 reasoning_env.problem(i) for i in range(start, min(n, start + batch_problems))
             ]
-            prompt_ids = [engine.encode_prompt(p.prompt) for p in problems]
+            prompts = encode_problems(engine, problems)
             t0 = time.perf_counter()
-            groups = engine.generate(prompt_ids, params)
+            groups = generate_for(engine, prompts, params)
             gen_seconds += time.perf_counter() - t0
             flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
             verdicts = reasoning_env.verify_batch(

@@ -31,6 +31,7 @@ from typing import Any
 
 from rllib_k15.engine import Completion, SamplingParams
 from rllib_k15.rollout.partial import PartialRollout, SegmentStatus
+from rllib_k15.rollout.prompts import encode_problems, generate_for
 from rllib_k15.rollout.records import Rollout
 from rllib_k15.rollout.repetition import RepetitionConfig, detect_repetition
 from rllib_k15.rollout.segments import allowed_tokens, apply_segment, segment_prompt
@@ -165,9 +166,9 @@ def _record(
     completion: Completion,
     verdict: Any,
     token_iterations: list[int],
-    **extra: int,
+    **extra: Any,
 ) -> Rollout:
-    """One graded :class:`Rollout` (``extra``: slot, num_segments)."""
+    """One graded :class:`Rollout` (``extra``: slot, num_segments, image_inputs)."""
     return Rollout(
         problem_index=int(problem_index),
         problem_id=problem.id,
@@ -201,7 +202,8 @@ def generate_rollouts(
     if not problem_indices:
         return [], None
     problems = [env.problem(int(i)) for i in problem_indices]
-    prompt_ids = [engine.encode_prompt(p.prompt) for p in problems]
+    prompts = encode_problems(engine, problems)
+    prompt_ids, images = prompts.token_ids, prompts.image_inputs
     params = SamplingParams(
         n=settings.samples_per_problem,
         temperature=settings.temperature,
@@ -209,7 +211,7 @@ def generate_rollouts(
         max_tokens=settings.max_response_tokens,
     )
     start = time.perf_counter()
-    groups = engine.generate(prompt_ids, params)
+    groups = generate_for(engine, prompts, params)
     gen_seconds = time.perf_counter() - start
 
     owner = [i for i, group in enumerate(groups) for _ in group]
@@ -222,8 +224,14 @@ def generate_rollouts(
 
     rollouts = [
         _record(
-            problem_indices[i], problems[i], prompt_ids[i], c, v, [iteration] * len(c.token_ids)
-        )
+            problem_indices[i],
+            problems[i],
+            prompt_ids[i],
+            c,
+            v,
+            [iteration] * len(c.token_ids),
+            image_inputs=None if images is None else images[i],
+        )  # fmt: skip
         for i, c, v in zip(owner, cut, verdicts)
     ]
     stats = RolloutStats(
@@ -285,6 +293,11 @@ def generate_segments(
     budget = settings.partial_rollout_max_tokens
     cap = settings.max_response_tokens
     problems = {int(p): env.problem(int(p)) for p in problem_indices}
+    if any("image" in p.metadata for p in problems.values()):
+        raise ValueError(
+            "partial rollouts do not support image problems yet: set "
+            "training.partial_rollout_max_tokens to null for an image env"
+        )
     work = _work_items(engine, problems, continuations, settings.samples_per_problem)
     if not work:
         return [], None

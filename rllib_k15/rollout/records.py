@@ -8,6 +8,7 @@ The EnvRunner returns :class:`Rollout` records; the driver's group store
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Rollout"]
 
@@ -31,3 +32,5 @@ class Rollout:
     text: str = ""
     slot: int = 0  # which of the problem's k samples (partial rollouts keep groups by slot)
     num_segments: int = 1  # generation calls (iterations) that produced the response
+    # image problems: the VLM processor's image tensors by name (numpy), else None
+    image_inputs: dict[str, Any] | None = None

@@ -6,7 +6,8 @@
 The RLModule inside an RLlib checkpoint (``learner_group/learner/rl_module/<module id>``) is
 rebuilt with ``RLModule.from_checkpoint`` (no Ray cluster, no engine) and its wrapped
 ``transformers`` model is saved with ``save_pretrained`` together with the base model's
-tokenizer, so vLLM, ``k15 eval`` and any HF tool can load the result.
+tokenizer (a vision-language model's whole processor), so vLLM, ``k15 eval`` and any HF
+tool can load the result.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def export_checkpoint(
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     from rllib_k15.models import load_tokenizer
+    from rllib_k15.vision.sequences import is_vision_model, load_processor
 
     module = RLModule.from_checkpoint(str(module_checkpoint_dir(checkpoint).resolve()))
     out = Path(out_dir)
@@ -52,5 +54,9 @@ def export_checkpoint(
         raise ValueError(f"{checkpoint} is not a LoRA policy: there is no adapter to export")
     model = model.to(getattr(torch, dtype))
     model.save_pretrained(out)
-    load_tokenizer(module.model_config["model_path"]).save_pretrained(out)
+    base = module.model_config["model_path"]
+    if is_vision_model(base):  # a VLM: its processor (image processor + tokenizer) too
+        load_processor(base).save_pretrained(out)
+    else:
+        load_tokenizer(base).save_pretrained(out)
     return out

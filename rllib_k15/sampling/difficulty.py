@@ -196,7 +196,9 @@ def sample_verdicts(engine: Any, reasoning_env: Any, problems: Sequence[Any], pa
     """``params.n`` responses per problem from ``engine``, graded in one batch by the env's
     verifier (a truncated response is wrong): (completion groups, verdict groups), both in
     ``problems`` order."""
-    groups = engine.generate([engine.encode_prompt(p.prompt) for p in problems], params)
+    from rllib_k15.rollout.prompts import encode_problems, generate_for
+
+    groups = generate_for(engine, encode_problems(engine, problems), params)
     flat = [(p, c) for p, group in zip(problems, groups, strict=True) for c in group]
     verdicts = reasoning_env.verify_batch(
         [p for p, _ in flat],

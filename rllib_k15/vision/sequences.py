@@ -1,15 +1,17 @@
 """Image + instruction prompts and teacher-forced response log-probs for a VLM.
 
 A VLM's prompt is the chat-templated instruction with the model's image placeholder,
-which its processor expands into one token per image feature (16 for ``tiny-random-llava``,
-hundreds for real models), plus the image tensors the vision tower reads. The learner scores
-a response exactly as for text (:func:`rllib_k15.core.sequences.token_logprobs`), with
-the image tensors in the same forward:
+which its processor expands into the image's tokens (4 image tokens and their delimiters
+for ``tiny-random-idefics3``, hundreds for real models), plus the image tensors the vision
+tower reads (``pixel_values``, and e.g. ``pixel_attention_mask`` for Idefics3/SmolVLM).
+The learner scores a response exactly as for text
+(:func:`rllib_k15.core.sequences.token_logprobs`), with the image tensors in the same
+forward:
 
     log π(y_t | image, x, y_<t) = logits[t-1, y_t] - logsumexp(logits[t-1])
 
-so the gradient of the policy loss reaches the multimodal projector and, unless frozen, the
-vision tower.
+so the gradient of the policy loss reaches the connector (projector) and, unless frozen,
+the vision tower.
 """
 
 from __future__ import annotations
@@ -23,22 +25,47 @@ import torch
 
 from rllib_k15.core.sequences import pack_sequences, token_logprobs
 
-__all__ = ["ImagePrompt", "load_processor", "image_prompt", "multimodal_response_logprobs"]
+__all__ = [
+    "ImagePrompt",
+    "image_prompt",
+    "is_vision_model",
+    "load_processor",
+    "multimodal_response_logprobs",
+    "stack_image_inputs",
+]
 
 
 @dataclass(frozen=True)
 class ImagePrompt:
     """One prompt for a VLM.
 
-    token_ids:    the chat-templated prompt, image placeholder expanded by the processor.
-    pixel_values: the processor's image tensor for this prompt (leading batch dim removed).
-    extra:        other per-image tensors the model's forward takes (``image_sizes``,
-                  ``image_grid_thw``, ...), leading batch dim removed.
+    token_ids:    the chat-templated prompt, image placeholder expanded by the processor:
+                  what the learner's forward reads.
+    engine_token_ids: the same prompt before the expansion (one placeholder per image):
+                  what vLLM takes with the image, as it expands the placeholder itself
+                  (already expanded ids would be expanded again).
+    image_inputs: the processor's image tensors for this prompt (``pixel_values``,
+                  ``pixel_attention_mask``, ``image_sizes``...), leading batch dim removed:
+                  what the model's forward takes besides the tokens.
     """
 
     token_ids: list[int]
-    pixel_values: torch.Tensor
-    extra: dict[str, torch.Tensor] = field(default_factory=dict)
+    engine_token_ids: list[int]
+    image_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def pixel_values(self) -> torch.Tensor:
+        return self.image_inputs["pixel_values"]
+
+
+def is_vision_model(path: str | os.PathLike[str]) -> bool:
+    """Whether the HF model directory ``path`` holds a vision-language model (its config
+    has a ``vision_config``)."""
+    import json
+    from pathlib import Path
+
+    config = Path(path) / "config.json"
+    return config.is_file() and "vision_config" in json.loads(config.read_text())
 
 
 def load_processor(name_or_path: str | os.PathLike[str]) -> Any:
@@ -81,15 +108,18 @@ def image_prompt(processor: Any, user_message: str, image: Any) -> ImagePrompt:
 
         image = decode_image(bytes(image))
     text = _prompt_text(processor, user_message)
-    inputs = processor(images=[image], text=[text], return_tensors="pt", add_special_tokens=False)
+    inputs = processor(images=[[image]], text=[text], return_tensors="pt", add_special_tokens=False)
     ids = [int(i) for i in inputs["input_ids"][0]]
-    extra = {
+    image_inputs = {
         key: value[0]
         for key, value in inputs.items()
-        if key not in ("input_ids", "attention_mask", "pixel_values")
+        if key not in ("input_ids", "attention_mask", "token_type_ids")
         and isinstance(value, torch.Tensor)
     }
-    return ImagePrompt(ids, inputs["pixel_values"][0], extra)
+    if "pixel_values" not in image_inputs:
+        raise ValueError("the processor returned no pixel_values for the image")
+    engine_ids = processor.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ImagePrompt(ids, [int(i) for i in engine_ids], image_inputs)
 
 
 def multimodal_response_logprobs(
@@ -102,13 +132,21 @@ def multimodal_response_logprobs(
     zero elsewhere. Returns ``(B, T)`` float32 over the right-padded ``prompt + response``."""
     packed = pack_sequences([p.token_ids for p in prompts], responses, pad_token_id)
     dtype = next(model.parameters()).dtype
-    pixel_values = torch.stack([p.pixel_values for p in prompts]).to(dtype)
-    extra = {key: torch.stack([p.extra[key] for p in prompts]) for key in prompts[0].extra}
+    images = stack_image_inputs([p.image_inputs for p in prompts], dtype)
     logits = model(
         input_ids=packed.input_ids,
         attention_mask=packed.attention_mask,
-        pixel_values=pixel_values,
         use_cache=False,
-        **extra,
+        **images,
     ).logits
     return token_logprobs(logits, packed.input_ids) * packed.response_mask
+
+
+def stack_image_inputs(rows: Sequence[dict[str, Any]], dtype: torch.dtype) -> dict[str, Any]:
+    """Per-row image tensors (torch or numpy) stacked into the forward's batch; floating
+    ones (``pixel_values``) in the model's ``dtype``, masks and sizes as they are."""
+    out = {}
+    for key in rows[0]:
+        stacked = torch.stack([torch.as_tensor(row[key]) for row in rows])
+        out[key] = stacked.to(dtype) if stacked.is_floating_point() else stacked
+    return out

@@ -70,8 +70,26 @@ class FirstLetterEnv(gym.Env):
         return "", verdict.reward, True, False, {"correct": verdict.correct}
 
 
+class FirstLetterImageEnv(FirstLetterEnv):
+    """The same task with each problem's number drawn as an image (``metadata["image"]``, as
+    the k15 image envs carry it): the trainer must take the VLM route."""
+
+    def problem(self, index: int) -> ToyProblem:
+        from k15_envs.render import RenderStyle, png_bytes, render_text
+
+        image = render_text(f"word {index}", RenderStyle(width=64, height=64, margin=8), index)
+        return ToyProblem(
+            f"toy-image/{index}", "Say a word about the image.", "a", float(index % 2),
+            {"image": png_bytes(image)},
+        )  # fmt: skip
+
+
+IMAGE_ENV_ID = "k15test/FirstLetterImage-v0"
+
 if ENV_ID not in gym.registry:
     gym.register(ENV_ID, entry_point=FirstLetterEnv)
+if IMAGE_ENV_ID not in gym.registry:
+    gym.register(IMAGE_ENV_ID, entry_point=FirstLetterImageEnv)
 
 
 def make_first_letter_env(env_config: dict) -> FirstLetterEnv:
@@ -79,7 +97,9 @@ def make_first_letter_env(env_config: dict) -> FirstLetterEnv:
     return FirstLetterEnv(**env_config)
 
 
-def write_toy_experiment(path, model_dir, *, iterations: int, **training) -> str:
+def write_toy_experiment(
+    path, model_dir, *, iterations: int, env_id: str = ENV_ID, **training
+) -> str:
     """An experiment YAML (as users write them) that trains on this env with the HF engine."""
     import json
 
@@ -96,7 +116,7 @@ def write_toy_experiment(path, model_dir, *, iterations: int, **training) -> str
     }
     lines = [
         "algo: K15MirrorDescent",
-        f"environment: {{env: {ENV_ID}, env_config: {{size: 16}}}}",
+        f"environment: {{env: {env_id}, env_config: {{size: 16}}}}",
         "training:",
         *(f"  {key}: {json.dumps(value)}" for key, value in fields.items()),
         "debugging: {seed: 0}",

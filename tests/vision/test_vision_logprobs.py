@@ -1,4 +1,4 @@
-"""A VLM policy's learner side on the tiny random LLaVA: the prompt carries the image, the
+"""A VLM policy's learner side on the tiny random Idefics3: the prompt carries the image, the
 image changes the response log-probs, and the policy gradient reaches the projector and
 (when trainable) the vision tower — or leaves a frozen tower untouched."""
 
@@ -39,8 +39,10 @@ def test_the_prompt_carries_the_image(processor, rendered):
     problem = rendered.problem(0)
     prompt = image_prompt(processor, problem.prompt, problem.metadata["image"])
     image_id = processor.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    assert prompt.token_ids.count(image_id) == 16  # (32 / 8)² patches, CLS dropped
-    assert prompt.pixel_values.shape == (3, 32, 32)
+    assert prompt.token_ids.count(image_id) == 4  # (32 / 8)² patches, pixel-shuffled by 2
+    assert prompt.engine_token_ids.count(image_id) == 1  # vLLM expands the placeholder itself
+    assert prompt.pixel_values.shape == (1, 3, 32, 32)  # one image, no splitting
+    assert prompt.image_inputs["pixel_attention_mask"].shape == (1, 32, 32)
     text = processor.tokenizer.decode(prompt.token_ids)
     assert problem.prompt in text and text.rstrip().endswith("assistant")
 
@@ -64,14 +66,14 @@ def test_the_image_changes_the_response_logprobs(tiny_vlm_dir, processor, render
 
 
 def _step(model, processor, rendered, *, freeze_vision: bool):
-    vision = model.model.vision_tower
-    projector = model.model.multi_modal_projector
+    vision = model.model.vision_model
+    projector = model.model.connector
     if freeze_vision:
         vision.requires_grad_(False)
     before = {
         "vision": [p.detach().clone() for p in vision.parameters()],
         "projector": [p.detach().clone() for p in projector.parameters()],
-        "language": [p.detach().clone() for p in model.model.language_model.parameters()],
+        "language": [p.detach().clone() for p in model.model.text_model.parameters()],
     }
     problems = [rendered.problem(i) for i in range(4)]
     prompts = [image_prompt(processor, p.prompt, p.metadata["image"]) for p in problems]
@@ -91,7 +93,7 @@ def _step(model, processor, rendered, *, freeze_vision: bool):
     moved = {
         name: max((a - b).abs().max().item() for a, b in zip(params, module.parameters()))
         for (name, params), module in zip(
-            before.items(), (vision, projector, model.model.language_model)
+            before.items(), (vision, projector, model.model.text_model)
         )
     }
     return grad_norm, moved

@@ -1,0 +1,95 @@
+"""Image problems through the rollout helpers and the train batch: prompts carry the image
+to the engine and the pixel tensor to the learner's rows; unsupported routes fail loudly."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import k15_envs  # noqa: F401 - registers the image envs
+import numpy as np
+import pytest
+
+from rllib_k15.algorithm.batching import build_train_batch
+from rllib_k15.algorithm.columns import IMAGE_PREFIX
+from rllib_k15.engine.base import Completion, RolloutEngine
+from rllib_k15.rollout.generate import RolloutSettings, generate_rollouts, generate_segments
+from rllib_k15.rollout.prompts import encode_problems
+from rllib_k15.vision.sequences import load_processor
+
+
+class _ScriptedVLMEngine(RolloutEngine):
+    """Answers every prompt with the same text and records what it was given (a unit test
+    of the rollout helpers; the real engine is tests/vision/test_vision_vllm.py)."""
+
+    def __init__(self, processor):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.calls = []
+
+    def generate(self, prompt_token_ids, params, *, images=None):
+        self.calls.append((prompt_token_ids, images))
+        ids = self.tokenizer("\\boxed{5}", add_special_tokens=False)["input_ids"]
+        done = Completion(ids, [-0.5] * len(ids), "\\boxed{5}", "stop")
+        return [[done] * params.n for _ in prompt_token_ids]
+
+    def load_weights(self, state_dict):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def env():
+    made = gym.make("k15/RenderedArithmetic-v0", difficulty=1, size=10).unwrapped
+    yield made
+    made.close()
+
+
+def test_rollouts_send_images_and_rows_carry_pixels(tiny_vlm_dir, env):
+    engine = _ScriptedVLMEngine(load_processor(tiny_vlm_dir))
+    settings = RolloutSettings(samples_per_problem=2, temperature=1.0, top_p=1.0,
+                               max_response_tokens=8)  # fmt: skip
+    rollouts, stats = generate_rollouts(engine, env, [0, 1, 2], settings)
+    ((prompt_ids, images),) = engine.calls
+    assert images == [env.problem(i).metadata["image"] for i in range(3)]
+    assert len(rollouts) == 6 and stats.finished == 6
+    assert all(r.image_inputs["pixel_values"].shape == (1, 3, 32, 32) for r in rollouts)
+    assert [r.correct for r in rollouts] == [env.problem(r.problem_index).answer == "5"
+                                             for r in rollouts]  # fmt: skip
+    columns, _ = build_train_batch(
+        rollouts, pad_token_id=engine.tokenizer.pad_token_id, tau=0.1, baseline="mean",
+        length_weight=0.0, iteration=1,
+    )  # fmt: skip
+    pixels = columns[IMAGE_PREFIX + "pixel_values"]
+    assert pixels.shape == (6, 1, 3, 32, 32)
+    assert columns[IMAGE_PREFIX + "pixel_attention_mask"].shape == (6, 1, 32, 32)
+    assert np.array_equal(pixels[0], rollouts[0].image_inputs["pixel_values"])
+    assert not np.array_equal(pixels[0], pixels[2])  # another problem, another image
+
+
+def test_text_problems_keep_the_text_path(tiny_model_dir):
+    from rllib_k15.models import load_tokenizer
+
+    class TextEngine(_ScriptedVLMEngine):
+        def __init__(self):
+            self.processor, self.tokenizer, self.calls = None, load_tokenizer(tiny_model_dir), []
+
+    text_env = gym.make("k15/Arithmetic-v0", size=5).unwrapped
+    prompts = encode_problems(TextEngine(), [text_env.problem(i) for i in range(3)])
+    assert prompts.images is None and prompts.image_inputs is None
+    assert len(prompts.token_ids) == 3
+
+
+def test_image_problems_without_a_vlm_and_partial_rollouts_fail_clearly(tiny_vlm_dir, env):
+    class NoProcessor(_ScriptedVLMEngine):
+        def __init__(self):
+            self.processor, self.tokenizer, self.calls = None, None, []
+
+    with pytest.raises(ValueError, match="image problems need a vision-language model"):
+        encode_problems(NoProcessor(), [env.problem(0)])
+    engine = _ScriptedVLMEngine(load_processor(tiny_vlm_dir))
+    settings = RolloutSettings(samples_per_problem=2, temperature=1.0, top_p=1.0,
+                               max_response_tokens=8, partial_rollout_max_tokens=4)  # fmt: skip
+    with pytest.raises(ValueError, match="partial rollouts do not support image problems"):
+        generate_segments(engine, env, [0], {}, settings, 1)
+    assert not engine.calls  # nothing was generated without its image

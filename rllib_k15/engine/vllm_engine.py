@@ -208,9 +208,11 @@ class VLLMEngine(RolloutEngine):
             logprobs=0,  # the sampled token's log-prob only
         )
         prompts = [TokensPrompt(prompt_token_ids=[int(t) for t in ids]) for ids in prompt_token_ids]
+        from rllib_k15.vision.sequences import as_image
+
         for prompt, image in zip(prompts, images or (), strict=False):
             if image is not None:
-                prompt["multi_modal_data"] = {"image": _pil_image(image)}
+                prompt["multi_modal_data"] = {"image": as_image(image)}
         if self.in_process:
             with torch.random.fork_rng(devices=[]):
                 torch.set_rng_state(self._rng_state)
@@ -273,14 +275,6 @@ class VLLMEngine(RolloutEngine):
             if self.in_process:
                 _live_in_process_engines -= 1
             gc.collect()
-
-
-def _pil_image(image: Any) -> Any:
-    if isinstance(image, (bytes, bytearray)):
-        from k15_envs.render import decode_image
-
-        return decode_image(bytes(image))
-    return image
 
 
 def _to_completion(output: Any) -> Completion:

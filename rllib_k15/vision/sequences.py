@@ -27,6 +27,7 @@ from rllib_k15.core.sequences import pack_sequences, token_logprobs
 
 __all__ = [
     "ImagePrompt",
+    "as_image",
     "image_prompt",
     "is_vision_model",
     "load_processor",
@@ -100,13 +101,19 @@ def _prompt_text(processor: Any, user_message: str) -> str:
     )
 
 
-def image_prompt(processor: Any, user_message: str, image: Any) -> ImagePrompt:
-    """The :class:`ImagePrompt` for one instruction and one image (a ``PIL.Image`` or
-    encoded bytes, as ``Problem.metadata["image"]`` holds)."""
+def as_image(image: Any) -> Any:
+    """A ``PIL.Image`` from encoded bytes (``Problem.metadata["image"]``); images as they are."""
     if isinstance(image, (bytes, bytearray)):
         from k15_envs.render import decode_image
 
-        image = decode_image(bytes(image))
+        return decode_image(bytes(image))
+    return image
+
+
+def image_prompt(processor: Any, user_message: str, image: Any) -> ImagePrompt:
+    """The :class:`ImagePrompt` for one instruction and one image (a ``PIL.Image`` or
+    encoded bytes, as ``Problem.metadata["image"]`` holds)."""
+    image = as_image(image)
     text = _prompt_text(processor, user_message)
     inputs = processor(images=[[image]], text=[text], return_tensors="pt", add_special_tokens=False)
     ids = [int(i) for i in inputs["input_ids"][0]]

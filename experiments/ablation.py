@@ -9,11 +9,15 @@ Each experiment is a few arms — the same budget, one setting changed — train
     python experiments/ablation.py curriculum_vs_uniform --plot-only
     python experiments/ablation.py opmd_vs_grpo \
         --reuse OPMD=docs/results/k15_arithmetic_smollm2/metrics.jsonl
+    python experiments/ablation.py opmd_vs_rest_splits --seeds 0 1 2 \
+        --reuse OPMD=docs/results/addition_curriculum/seed0_metrics.jsonl,...seed1...,...seed2...
 
 Arms run one after another (two training processes on one small machine slow each other
 down far more than 2×). A finished arm (its metrics reach the iteration budget) is not run
 again; an interrupted one is continued with ``k15 train --resume``. ``--reuse LABEL=FILE``
-takes an arm's metrics from an earlier run of the same config instead of training it.
+takes an arm's metrics from an earlier run of the same config instead of training it; a
+comma-separated list gives one file per seed, in the order of ``--seeds`` (seeds are paired in
+that order).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Experiment:
     iterations: int
     mark_iteration: float | None = None
     mark_label: str = ""
+    vs_length: bool = False  # also draw Pass@1 vs tokens (accuracy_vs_length.png)
     notes: list[str] = field(default_factory=list)
 
 
@@ -70,6 +75,38 @@ EXPERIMENTS = {
         iterations=12,
         mark_iteration=5.5,
         mark_label="length reward on",
+    ),
+    "opmd_vs_rest_splits": Experiment(
+        "OPMD vs ReST, 1+2-digit addition with curriculum, test split of 2-digit addition",
+        {
+            "OPMD": "tuned_examples/addition_curriculum_smollm2.yaml",
+            "ReST": "tuned_examples/ablations/rest_addition_curriculum_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on; curriculum: hard only",
+    ),
+    "curriculum_vs_uniform_splits": Experiment(
+        "Curriculum vs uniform, 1+2-digit addition, test split of 2-digit addition",
+        {
+            "curriculum": "tuned_examples/addition_curriculum_smollm2.yaml",
+            "uniform": "tuned_examples/ablations/uniform_addition_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=6.5,
+        mark_label="curriculum: hard problems only",
+    ),
+    "response_budget": Experiment(
+        "Response budget 64 / 128 / 256 tokens, 1+2-digit addition, test split of 2-digit",
+        {
+            "64 tokens": "tuned_examples/ablations/budget64_addition_smollm2.yaml",
+            "128 tokens": "tuned_examples/addition_curriculum_smollm2.yaml",
+            "256 tokens": "tuned_examples/ablations/budget256_addition_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on",
+        vs_length=True,
     ),
     "training_options": Experiment(
         "AdamW vs Muon vs LoRA at equal budget, SmolLM2-135M, 1-digit addition, test split",
@@ -117,17 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     exp = EXPERIMENTS[args.experiment]
-    reused = dict(spec.split("=", 1) for spec in args.reuse)
+    reused = {label: files.split(",") for label, files in (s.split("=", 1) for s in args.reuse)}
     unknown = set(reused) - set(exp.arms)
     if unknown:
         parser.error(f"--reuse label(s) {sorted(unknown)} not arms of {args.experiment}")
+    for label, files in reused.items():
+        if len(files) > 1 and len(files) != len(args.seeds):
+            parser.error(f"--reuse {label}: {len(files)} files for {len(args.seeds)} seeds")
     specs = []
     for label, config in exp.arms.items():
         if label in reused:
-            specs.append(f"{label}={reused[label]}")
+            specs += [f"{label}={path}" for path in reused[label]]
             continue
         for seed in args.seeds:
-            run_dir = ROOT / args.runs / f"{label.lower()}_seed{seed}"
+            run_dir = ROOT / args.runs / f"{label.lower().replace(' ', '_')}_seed{seed}"
             if not args.plot_only:
                 # a seed's config: the arm's file with debugging.seed replaced
                 seeded = config if seed == 0 else _with_seed(config, seed, run_dir.parent)
@@ -138,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [*K15, "plot", "runs", *specs, "--out", str(out / "comparison.png"),
            "--title", exp.title, "--table", str(out / "table.md"),
            "--until", str(exp.iterations)]  # fmt: skip
+    if exp.vs_length:
+        cmd += ["--vs-length", str(out / "accuracy_vs_length.png")]
     if exp.mark_iteration is not None:
         cmd += ["--mark-iteration", str(exp.mark_iteration), "--mark-label", exp.mark_label]
     print("+", " ".join(cmd), flush=True)

@@ -77,3 +77,29 @@ def test_arms_with_the_same_seeds_get_their_paired_difference(tmp_path: Path) ->
     assert lines[-1] == "| ReST | -0.18 [-0.26, -0.11] |"
     unpaired = {"OPMD": arms["OPMD"], "ReST": arms["ReST"][:2]}
     assert "paired" not in comparison_table(unpaired)  # different seed counts: no pairing
+
+
+def test_pass_vs_length_plot_joins_each_arms_evaluations(tmp_path: Path) -> None:
+    from rllib_k15.evaluation.plots import plot_pass_vs_length
+
+    def run(name: str, evals: dict[int, tuple[float, float]]) -> list[dict]:
+        rows = [
+            {"iteration": it, "eval_pass@1": p, "eval_tokens": t} for it, (p, t) in evals.items()
+        ]
+        rows.append({"iteration": 99, "tokens": 5.0})  # a row without an evaluation
+        return read_metrics_rows(_jsonl(tmp_path / name, rows))
+
+    arms = {
+        "64 tokens": [run("a.jsonl", {0: (0.1, 60.0), 3: (0.3, 30.0)})],
+        "256 tokens": [run("b.jsonl", {0: (0.1, 90.0), 3: (0.2, 70.0)})],
+    }
+    out = plot_pass_vs_length(arms, tmp_path / "vs_length.png", title="budgets")
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10_000
+    no_tokens = {"x": [read_metrics_rows(_write_run(tmp_path / "c.jsonl", {0: 0.2}, [40]))]}
+    with pytest.raises(ValueError, match="held-out Pass@1 and tokens"):
+        plot_pass_vs_length(no_tokens, tmp_path / "none.png")
+
+
+def _jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)

@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> None:
     rc.add_argument("--mark-label", default="", help="legend text of that line")
     rc.add_argument("--table", help="also write the Markdown table to this file")
     rc.add_argument("--until", type=int, help="only iterations <= this (equal budgets)")
+    rc.add_argument("--vs-length", metavar="PNG", help="also plot Pass@1 vs tokens (Figure 8)")
     rc.set_defaults(func=run_runs)
 
 
@@ -79,7 +80,11 @@ def parse_arms(specs: list[str], until: int | None = None) -> dict[str, list[lis
 def run_runs(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rllib_k15.evaluation.plots import comparison_table, plot_run_comparison
+    from rllib_k15.evaluation.plots import (
+        comparison_table,
+        plot_pass_vs_length,
+        plot_run_comparison,
+    )
 
     try:
         arms = parse_arms(args.runs, args.until)
@@ -95,4 +100,6 @@ def run_runs(args: argparse.Namespace) -> int:
         mark_iteration=args.mark_iteration, mark_label=args.mark_label,
     )  # fmt: skip
     print(out)
+    if args.vs_length:
+        print(plot_pass_vs_length(arms, args.vs_length, title=args.title))
     return 0

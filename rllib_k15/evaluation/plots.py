@@ -13,6 +13,10 @@ Training runs side by side (ablations, baselines): held-out Pass@1 and mean resp
 against iteration, one curve per arm, seeds of an arm as mean ± std::
 
     k15 plot runs OPMD=runs/opmd/metrics.jsonl GRPO=runs/grpo/metrics.jsonl --out cmp.png
+
+``--vs-length PNG`` adds the report's Figure 8 view of the same runs: held-out Pass@1
+against held-out mean response tokens, one point per evaluated iteration, joined in
+iteration order (e.g. one arm per response budget).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "comparison_table",
     "plot_run_comparison",
     "plot_sweep_heatmaps",
+    "plot_pass_vs_length",
     "plot_token_efficiency",
     "read_metrics_rows",
     "token_efficiency_table",
@@ -185,6 +190,47 @@ def plot_run_comparison(
     ax_acc.set_ylim(0, 1.02)
     ax_len.set_ylim(bottom=0)
     fig.suptitle(title)
+    return _save(fig, out)
+
+
+def plot_pass_vs_length(
+    arms: dict[str, Sequence[Sequence[dict]]], out: str | os.PathLike[str], *, title: str = ""
+) -> Path:
+    """Held-out Pass@1 (y) against held-out mean response tokens (x) over the evaluated
+    iterations, one line per arm (mean over its seeds), each point labelled with its
+    iteration: how accuracy and length move together while training (report Figure 8)."""
+    if not arms:
+        raise ValueError("nothing to plot: no runs")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+    drawn = 0
+    for i, (label, runs) in enumerate(arms.items()):
+        x_iters, tokens, _ = series(runs, "eval_tokens")
+        y_iters, passes, _ = series(runs, "eval_pass@1")
+        both = sorted(set(x_iters) & set(y_iters))
+        if not both:
+            continue
+        xs = [tokens[x_iters.index(it)] for it in both]
+        ys = [passes[y_iters.index(it)] for it in both]
+        n = f" ({len(runs)} seeds)" if len(runs) > 1 else ""
+        ax.plot(xs, ys, "o-", color=f"C{i}", label=label + n, markersize=5)
+        for it, x, y in zip(both, xs, ys):
+            ax.annotate(str(it), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        raise ValueError("no run has held-out Pass@1 and tokens at the same iteration")
+    ax.set_xlabel("held-out mean response tokens")
+    ax.set_ylabel("held-out Pass@1")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, title="labels: iteration", title_fontsize=7)
+    ax.set_title(title, fontsize=10)
     return _save(fig, out)
 
 

@@ -34,7 +34,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK
+from rllib_k15.algorithm.columns import (
+    ATTENTION_MASK,
+    IMAGE_PREFIX,
+    INPUT_IDS,
+    RESPONSE_MASK,
+)
 from rllib_k15.algorithm.learner import K15TorchLearner
 from rllib_k15.distributed.deepspeed_config import (
     build_deepspeed_config,
@@ -43,7 +48,7 @@ from rllib_k15.distributed.deepspeed_config import (
 )
 from rllib_k15.distributed.deepspeed_module import DeepSpeedRLModule, held_bytes
 
-__all__ = ["K15DeepSpeedLearner", "global_norm_clip"]
+__all__ = ["K15DeepSpeedLearner", "global_norm_clip", "idle_forward_row"]
 
 
 def global_norm_clip(config: Any) -> float | None:
@@ -65,6 +70,15 @@ def _all_reduce_max(value: int) -> int:
     t = torch.tensor([int(value)], dtype=torch.int64)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return int(t.item())
+
+
+def idle_forward_row(columns: dict) -> dict[str, torch.Tensor]:
+    """The first row of a batch's forward inputs: tokens, masks and, for image problems,
+    the image tensors. A ZeRO-3 idle forward must call every submodule the real forwards
+    call (a VLM's vision tower too), or the ranks' parameter gathers stop matching."""
+    names = [k for k in columns if k in (INPUT_IDS, ATTENTION_MASK, RESPONSE_MASK)]
+    names += [k for k in columns if k.startswith(IMAGE_PREFIX)]
+    return {k: torch.as_tensor(columns[k][:1]) for k in names}
 
 
 def _hf_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -166,8 +180,7 @@ class K15DeepSpeedLearner(K15TorchLearner):
         """Forwards on one row whose result is dropped: they only take part in the gathers."""
         if count <= 0:
             return
-        row = {k: torch.as_tensor(columns[k][:1]) for k in (INPUT_IDS, ATTENTION_MASK)}
-        row[RESPONSE_MASK] = torch.as_tensor(columns[RESPONSE_MASK][:1])
+        row = idle_forward_row(columns)
         was_training = wrapper.training
         wrapper.eval()
         for _ in range(count):

@@ -108,6 +108,16 @@ EXPERIMENTS = {
         mark_label="length reward on",
         vs_length=True,
     ),
+    "warm_start": Experiment(
+        "RL from the base vs from the long-CoT warm-up, test split of 2-digit addition",
+        {
+            "base": "tuned_examples/addition_curriculum_smollm2.yaml",
+            "warm-started": "tuned_examples/ablations/warmstart_addition_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on",
+    ),
     "training_options": Experiment(
         "AdamW vs Muon vs LoRA at equal budget, SmolLM2-135M, 1-digit addition, test split",
         {

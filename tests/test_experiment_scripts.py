@@ -55,6 +55,30 @@ def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
         assert all((ablation.ROOT / config).is_file() for config in exp.arms.values())
 
 
+SPLIT_ARMS = {  # the split-footing ablations: the one field each changes from the evidence run
+    "ablations/rest_addition_curriculum_smollm2.yaml": {"loss", "rest_top_k", "tau", "baseline"},
+    "ablations/uniform_addition_smollm2.yaml": {"sampling"},
+    "ablations/budget64_addition_smollm2.yaml": {"max_response_tokens"},
+    "ablations/budget256_addition_smollm2.yaml": {"max_response_tokens"},
+    "ablations/warmstart_addition_smollm2.yaml": {"hf_model"},
+}
+
+
+@pytest.mark.parametrize("arm", sorted(SPLIT_ARMS))
+def test_split_ablation_arms_change_only_their_field(arm: str) -> None:
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "tuned_examples"
+    base = OmegaConf.to_container(OmegaConf.load(root / "addition_curriculum_smollm2.yaml"))
+    other = OmegaConf.to_container(OmegaConf.load(root / arm))
+    assert {k: v for k, v in other.items() if k != "training"} == {
+        k: v for k, v in base.items() if k != "training"
+    }
+    a, b = base["training"], other["training"]
+    changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    assert changed == SPLIT_ARMS[arm]
+
+
 def test_long2short_arms_share_start_problems_and_budget() -> None:
     """long2short RL and O1-Pruner differ only in their objective (experiment 5);
     the long-CoT start is the tuned example without length reward and with a bigger budget."""

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULTS = {"checkpoint_every": 1, "keep_checkpoints": 2}
 DEFAULT_OUT = Path("runs/k15")
@@ -240,6 +241,7 @@ def _prepare(args: argparse.Namespace) -> tuple:
         spec, text = load_experiment(args.config, args.overrides)
         source = spec["source"]
     config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
+    _absolute_model_dir(config)
     config.validate()
     settings = {
         key: _first_set(getattr(args, key), info.get(key), spec["run"].get(key), default)
@@ -267,6 +269,14 @@ def _prepare(args: argparse.Namespace) -> tuple:
     if args.overrides:
         info["overrides"] = list(args.overrides)
     return config, iterations, settings, out, info, text, redirect
+
+
+def _absolute_model_dir(config: Any) -> None:
+    """A relative ``hf_model`` directory (``runs/warmup/model``) made absolute, so Ray's
+    EnvRunner and learner processes, whatever their working directory, load the same one."""
+    model = Path(str(config.hf_model)).expanduser()
+    if not model.is_absolute() and (model / "config.json").is_file():
+        config.hf_model = str(model.resolve())
 
 
 def run(args: argparse.Namespace) -> int:

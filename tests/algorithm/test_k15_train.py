@@ -296,3 +296,21 @@ def test_dashboard_flag_reaches_ray(peaked_tiny_model_dir, tmp_path, monkeypatch
     assert main(["train", "--config", experiment, "--out", str(tmp_path / "a")]) == 0
     assert main(["train", "--config", experiment, "--out", str(tmp_path / "b"), "--dashboard"]) == 0
     assert seen == [False, True]
+
+
+def test_a_relative_model_directory_reaches_training_absolute(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """``hf_model: runs/warmup/model`` (relative to where `k15 train` runs) is made absolute
+    before Ray starts: its EnvRunners and learners may run in another directory."""
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "models" / "mine")
+    monkeypatch.chdir(tmp_path)
+    seen = []
+    monkeypatch.setattr(
+        rllib_k15.runs.trainer, "run_training", lambda config, *a, **k: seen.append(config)
+    )
+    experiment = toy_env.write_toy_experiment(tmp_path / "exp.yaml", "models/mine", iterations=1)
+    assert main(["train", "--config", experiment, "--out", str(tmp_path / "run")]) == 0
+    assert seen[0].hf_model == str(tmp_path / "models" / "mine")

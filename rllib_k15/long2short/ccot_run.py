@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import logging
 import statistics
 import time
@@ -40,6 +38,7 @@ from rllib_k15.long2short.ccot_model import (
     train_decode,
     train_phi,
 )
+from rllib_k15.long2short.step_records import fingerprint, read_result, write_json, write_result
 
 __all__ = ["encode_examples", "load_data", "run_ccot"]
 
@@ -59,28 +58,9 @@ class _Encoded:
 
 
 def _fingerprint(*parts: Any) -> str:
-    """A short sha256 of the JSON of ``parts``: the key a step's output is stored under."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:20]
-
-
-def _done(path: Path, key: str) -> dict[str, Any] | None:
-    """The stored result of a step whose settings key is ``key``, else None."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError:  # a record torn by a kill: the step is redone
-        return None
-    return stored["result"] if stored.get("key") == key else None
-
-
-def _mark(path: Path, key: str, result: dict[str, Any]) -> dict[str, Any]:
-    from rllib_k15.runs.integrity import write_durably  # atomic: never a torn record
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_durably(path, json.dumps({"key": key, "result": result}, indent=2) + "\n")
-    return result
+    """The key a step's output is stored under (:func:`read_result`): a short sha256 of
+    the JSON of ``parts``."""
+    return fingerprint(parts, length=20)
 
 
 def _bar(items: Sequence[Any], desc: str, run: CCoTRun) -> Any:
@@ -198,7 +178,7 @@ def _full_cot(
         None if refs is None else [encode_response(tokenizer, f"{e.cot}\n{e.answer}") for e in refs]
     )
     key = _fingerprint(run.model, prompts, responses, run.full_cot_max_tokens)
-    stored = _done(out / "full_cot.json", key)
+    stored = read_result(out / "full_cot.json", key)
     if stored is not None:
         return stored
     eos, tokens, seconds, texts, cut = int(tokenizer.eos_token_id), [], [], [], []
@@ -215,7 +195,7 @@ def _full_cot(
     if refs is None:
         verdicts = data["test_env"].verify_batch(data["test"], texts, truncated=cut)
         result["pass_at_1"] = statistics.fmean(bool(v.correct) for v in verdicts)
-    return _mark(out / "full_cot.json", key, result)
+    return write_result(out / "full_cot.json", key, result)
 
 
 def _evaluate(
@@ -276,14 +256,14 @@ def _train_ratio(
     """φ+END then ψ for one ratio, each skipped when done with the same settings key."""
     from rllib_k15.long2short.training import JsonlLog
 
-    phi = _done(rdir / "phi.json", keys["phi"])
-    decode = _done(rdir / "decode.json", keys["decode"]) if phi is not None else None
+    phi = read_result(rdir / "phi.json", keys["phi"])
+    decode = read_result(rdir / "decode.json", keys["decode"]) if phi is not None else None
     if phi is None:
         variance = target_variance(targets) if run.loss == "scaled_mse" else None
         items = [(e.prompt, t) for e, t in zip(encoded, targets, strict=True)]
         phi = train_phi(ccot, items, variance, run.phi, JsonlLog(rdir / "phi_metrics.jsonl"))
         ccot.save(rdir)
-        _mark(rdir / "phi.json", keys["phi"], phi)
+        write_result(rdir / "phi.json", keys["phi"], phi)
     if decode is None:
         ccot.reset_decode()
         ks = [len(t) for t in targets]
@@ -292,7 +272,7 @@ def _train_ratio(
         log = JsonlLog(rdir / "decode_metrics.jsonl")
         decode = train_decode(ccot, items, run.decode, log)
         ccot.save(rdir)
-        _mark(rdir / "decode.json", keys["decode"], decode)
+        write_result(rdir / "decode.json", keys["decode"], decode)
     return {"phi": phi, "decode": decode}
 
 
@@ -361,7 +341,7 @@ def run_ccot(run: CCoTRun) -> dict[str, Any]:
             run.lora_alpha,
         )
         torch.manual_seed(run.seed)
-        if _done(rdir / "phi.json", keys["phi"]) is not None:
+        if read_result(rdir / "phi.json", keys["phi"]) is not None:
             ccot = CCoTModel.load(rdir, base=copy.deepcopy(base), tokenizer=tokenizer)
             ccot.settings = settings
         else:
@@ -371,9 +351,9 @@ def run_ccot(run: CCoTRun) -> dict[str, Any]:
         eval_key = _fingerprint(
             keys["decode"], cap, run.end_threshold, run.answer_max_tokens, prompts, full
         )
-        evaluated = _done(rdir / "eval.json", eval_key)
+        evaluated = read_result(rdir / "eval.json", eval_key)
         if evaluated is None:
-            evaluated = _mark(
+            evaluated = write_result(
                 rdir / "eval.json", eval_key, _evaluate(ccot, run, data, prompts, full, rdir)
             )
         report["ratios"][str(r)] = {
@@ -382,5 +362,5 @@ def run_ccot(run: CCoTRun) -> dict[str, Any]:
             **trained,
             **evaluated,
         }
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    write_json(out / "report.json", report)
     return report

@@ -37,6 +37,7 @@ from rllib_k15.long2short.internalize import (
     removal_epochs,
     write_problems_jsonl,
 )
+from rllib_k15.long2short.step_records import Refuse, jsonable, load_record, write_json
 from rllib_k15.long2short.training import StepLog, run_epochs
 from rllib_k15.metric_names import SFT_GRAD_NORM, SFT_LOSS
 
@@ -71,7 +72,7 @@ class InternalizeSettings:
         kept = dataclasses.asdict(self)
         for name in ("out", "progress"):
             kept.pop(name)
-        return json.loads(json.dumps(kept))
+        return jsonable(kept)
 
 
 def evaluate_answers(
@@ -100,33 +101,25 @@ def _phases(s: InternalizeSettings, max_cot: int) -> list[str]:
     return ["cot"] * s.cot_epochs + ["removal"] * removal + ["final"] * s.final_epochs
 
 
+_OTHER_CHECKPOINT = Refuse(
+    InternalizeError,
+    "{path.parent} is a checkpoint of other settings (differ: {diff}); delete it or use "
+    "another --out",
+)
+_OTHER_REPORT = Refuse(
+    InternalizeError,
+    "{path} is the report of a run with other settings (differ: {diff}); delete it or use "
+    "another --out",
+)
+
+
 def _load_state(out: Path, key: dict[str, Any]) -> tuple[Path | None, dict[str, Any] | None]:
     """The newest complete checkpoint of this run (settings checked), if any."""
     for path in (out / CHECKPOINT, out / f"{CHECKPOINT}.tmp"):
-        if (path / STATE).is_file():
-            state = json.loads((path / STATE).read_text())
-            if state["settings"] != key:
-                diff = sorted(k for k in key if state["settings"].get(k) != key[k])
-                raise InternalizeError(
-                    f"{path} is a checkpoint of other settings (differ: "
-                    f"{diff}); delete it or use another --out"
-                )
+        state = load_record(path / STATE, key, refuse=_OTHER_CHECKPOINT)
+        if state is not None:
             return path, state
     return None, None
-
-
-def _finished(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
-    """The report of a finished run with these settings; an error for other settings."""
-    if not path.is_file():
-        return None
-    report = json.loads(path.read_text())
-    if report.get("settings") != key:
-        diff = sorted(k for k in key if report.get("settings", {}).get(k) != key[k])
-        raise InternalizeError(
-            f"{path} is the report of a run with other settings (differ: {diff}); delete "
-            "it or use another --out"
-        )
-    return report
 
 
 def _drop_rows_after(path: Path, epochs_done: int) -> None:
@@ -164,7 +157,7 @@ def run_internalize(
     from rllib_k15.models import load_hf_model
 
     out, key = Path(s.out), s.key()
-    done = _finished(out / REPORT_JSON, key)
+    done = load_record(out / REPORT_JSON, key, refuse=_OTHER_REPORT)
     if done is not None:
         log(f"done already: {out / REPORT_JSON} (delete it to run again)")
         return done
@@ -225,7 +218,7 @@ def run_internalize(
         "eval_env": {"env": "k15/Math-v0", "env_kwargs": _eval_kwargs(s, out)},
     }
     plot_stages(state["stages"], out / REPORT_PNG)
-    (out / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / REPORT_JSON, report)
     shutil.rmtree(out / CHECKPOINT, ignore_errors=True)
     log(f"report -> {out / REPORT_JSON}, {out / REPORT_PNG}; model -> {out}")
     return report

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rllib_k15.long2short.selection import ProblemSamples
+from rllib_k15.long2short.step_records import StepCache, jsonable, write_json
 
 __all__ = ["MethodError", "MethodRun", "MethodSettings", "StepCache", "pct"]
 
@@ -56,41 +57,6 @@ class MethodSettings:
     eval_samples: int = 2
     eval_max_tokens: int | None = None
     progress: bool = True
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
-
-
-class StepCache:
-    """``<out>/k15_steps.json``: step name -> the settings its outputs were made with.
-
-    A step is reused when its outputs exist, its settings are unchanged and no step listed
-    in ``after`` ran in this call; a step about to run forgets its record first, so a crash
-    in the middle leaves it to be redone."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.ran = path, set()
-        self.stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-
-    def reuse(self, name: str, settings: Any, outputs: Sequence[Path], after=()) -> bool:
-        return (self.stored.get(name) == _jsonable(settings) and not self.ran & set(after)
-                and all(Path(p).exists() for p in outputs))  # fmt: skip
-
-    def start(self, name: str) -> None:
-        self.stored.pop(name, None)
-        self._write()
-
-    def done(self, name: str, settings: Any) -> None:
-        self.stored[name] = _jsonable(settings)
-        self.ran.add(name)
-        self._write()
-
-    def _write(self) -> None:
-        from rllib_k15.runs.integrity import write_durably
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_durably(self.path, json.dumps(self.stored, indent=2, sort_keys=True) + "\n")
 
 
 class MethodRun:
@@ -201,7 +167,7 @@ class MethodRun:
         from rllib_k15.long2short.data import read_samples_parquet, write_samples_parquet
 
         s, path = self.s, self.out / SAMPLES_FILE
-        self.info = self.sampling = _jsonable({
+        self.info = self.sampling = jsonable({
             "model": s.model, "env": s.env, "env_kwargs": s.env_kwargs,
             "samples_per_problem": s.samples, "temperature": s.temperature,
             "max_tokens": s.max_tokens, "engine": s.engine, "dtype": s.dtype, "seed": s.seed,
@@ -254,9 +220,9 @@ class MethodRun:
             return read_sft_parquet(path), read_parquet_info(path)["stats"]
         self.steps.start("data")
         examples, stats = build()
-        stats = _jsonable(stats)
+        stats = jsonable(stats)
         if examples:
-            write_sft_parquet(examples, path, _jsonable({"settings": settings, "stats": stats}))
+            write_sft_parquet(examples, path, jsonable({"settings": settings, "stats": stats}))
             self.steps.done("data", settings)
             self.log(f"data: {len(examples)} SFT examples -> {path}")
         return examples, stats
@@ -297,9 +263,9 @@ class MethodRun:
         if finish is not None:
             finish(tok)
         save_hf_model(model, tok, self.out, dtype=dtype)
-        info = _jsonable({"settings": settings, "saved_dtype": dtype, "metrics": metrics,
-                          "loss_before": before, "loss_after": after})  # fmt: skip
-        marker.write_text(json.dumps(info, indent=2) + "\n")
+        info = jsonable({"settings": settings, "saved_dtype": dtype, "metrics": metrics,
+                         "loss_before": before, "loss_after": after})  # fmt: skip
+        write_json(marker, info)
         self.steps.done("model", settings)
         self.log(f"sft: {len(examples)} examples, response NLL {before:.4f} -> {after:.4f}, "
                  f"saved ({dtype}) -> {self.out}")  # fmt: skip
@@ -308,7 +274,6 @@ class MethodRun:
     def evaluate(self, label: str, model: str | Path, after=()) -> dict[str, Any] | None:
         """Pass@1 and tokens of ``model`` on the test split (cached ``<out>/eval_<label>.json``)."""
         from rllib_k15.evaluation.evaluate import evaluate, make_row
-        from rllib_k15.runs.integrity import write_durably
 
         s = self.s
         if s.eval_problems < 1:
@@ -332,12 +297,12 @@ class MethodRun:
                 max_tokens=max_tokens, temperature=1.0, seed=s.seed,
                 batch_problems=s.problems_per_call, progress=s.progress,
             )  # fmt: skip
-            row = _jsonable(make_row(
+            row = jsonable(make_row(
                 result, label=label, run=0, seed=s.seed, model=str(model), engine=s.engine,
                 env=self.info["env"], env_kwargs=kwargs, max_tokens=max_tokens,
                 temperature=1.0, top_p=1.0,
             ))  # fmt: skip
-            write_durably(path, json.dumps({"settings": settings, "row": row}, indent=2) + "\n")
+            write_json(path, {"settings": settings, "row": row})
             self.steps.done(name, settings)
         self._rows.append(row)
         self.log(f"eval {label}: Pass@1 {pct(row['pass_at_1'])}, "
@@ -350,16 +315,15 @@ class MethodRun:
         """``<out>/report.json`` (plus ``eval.jsonl``/``.csv`` of this call's evaluations,
         for ``k15 plot token-efficiency``), kept as it is when no step ran; returns it."""
         from rllib_k15.evaluation.evaluate import append_results
-        from rllib_k15.runs.integrity import write_durably
 
         path = self.out / REPORT_FILE
         if not self.steps.ran and path.exists():
             self.log(f"report: skipped, {path} exists")
             return json.loads(path.read_text())
-        report = _jsonable({"model": self.s.model, "env": self.info.get("env"),
-                            "env_kwargs": self.info.get("env_kwargs"), "samples": self.sampling,
-                            "out": str(self.out), **report})  # fmt: skip
-        write_durably(path, json.dumps(report, indent=2) + "\n")
+        report = jsonable({"model": self.s.model, "env": self.info.get("env"),
+                           "env_kwargs": self.info.get("env_kwargs"), "samples": self.sampling,
+                           "out": str(self.out), **report})  # fmt: skip
+        write_json(path, report)
         if self._rows:
             for suffix in (".jsonl", ".csv"):
                 (self.out / f"eval{suffix}").unlink(missing_ok=True)

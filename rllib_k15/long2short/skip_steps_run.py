@@ -6,8 +6,6 @@ rounds/epochs, checkpoints, evaluation, the report and its figure); the pure pie
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +27,7 @@ from rllib_k15.long2short.skip_steps import (
     steps_prompt,
     summarize_answers,
 )
+from rllib_k15.long2short.step_records import Refuse, fingerprint, load_record, write_json
 
 __all__ = ["SkipStepsSettings", "run_skip_steps", "plot_rounds"]
 
@@ -71,34 +70,11 @@ class SkipStepsSettings:
         }
 
 
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
-
-
-def _sha(value: Any) -> str:
-    return hashlib.sha256(json.dumps(_jsonable(value)).encode()).hexdigest()[:16]
-
-
-def _reuse(path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
-    """The output stored at ``path`` if made with ``settings``; None if absent; else an error."""
-    if not path.is_file():
-        return None
-    stored, current = json.loads(path.read_text()), _jsonable(settings)
-    old = stored.get("settings", {})
-    diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
-    if diff:
-        raise SkipStepsError(
-            f"{path} was made with other settings (differ: {diff}); delete {path.parent} "
-            "and the later rounds, or use another --out"
-        )
-    return stored
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    from rllib_k15.runs.integrity import write_durably
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_durably(path, json.dumps(_jsonable(value), indent=2) + "\n")
+_REFUSE = Refuse(
+    SkipStepsError,
+    "{path} was made with other settings (differ: {diff}); delete {path.parent} "
+    "and the later rounds, or use another --out",
+)
 
 
 class _StepRequests:
@@ -216,7 +192,7 @@ class _Rounds:
             "row": row,
             "accepted": [dataclasses.asdict(a) for a in new],
         }
-        _write_json(self.out / ROUNDS_DIR / f"r{r}" / ROUND_INFO, stored)
+        write_json(self.out / ROUNDS_DIR / f"r{r}" / ROUND_INFO, stored, sort_keys=True)
         return stored
 
 
@@ -247,10 +223,10 @@ def run_skip_steps(
                 **common,
                 "round": r,
                 "previous": previous,
-                "data_sha": _sha(data),
+                "data_sha": fingerprint(data),
                 "skipped": len(accepted),
             }
-            stored = _reuse(rdir / ROUND_INFO, settings)
+            stored = load_record(rdir / ROUND_INFO, settings, refuse=_REFUSE)
             if stored is not None:
                 log(f"[round {r}] skipped, {rdir / ROUND_INFO} exists")
                 if s.continue_training:  # the saved copy (in save_dtype), back in fp32
@@ -261,7 +237,7 @@ def run_skip_steps(
                 stored = rounds.run_round(r, model, tokenizer, data, settings)
             accepted = merge_solutions(accepted, [StepSolution(**a) for a in stored["accepted"]])
             rows.append(stored["row"])
-            previous = _sha(settings)
+            previous = fingerprint(settings)
         _copy_model(out / ROUNDS_DIR / f"r{s.rounds}" / "model", out)
     finally:
         rounds.close()
@@ -272,7 +248,7 @@ def run_skip_steps(
         "test_env": test_env,
         "rounds": rows,
     }
-    _write_json(out / REPORT_JSON, report)
+    write_json(out / REPORT_JSON, report, sort_keys=True)
     plot_rounds(rows, out / REPORT_PNG)
     log(f"report -> {out / REPORT_JSON}, {out / REPORT_PNG}; model -> {out}")
     return report

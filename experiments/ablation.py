@@ -118,6 +118,16 @@ EXPERIMENTS = {
         mark_iteration=5.5,
         mark_label="length reward on",
     ),
+    "dynamic_sampling": Experiment(
+        "OPMD with and without DAPO dynamic sampling, test split of 2-digit addition",
+        {
+            "OPMD": "tuned_examples/addition_curriculum_smollm2.yaml",
+            "dynamic sampling": "tuned_examples/ablations/dynamic_addition_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on",
+    ),
     "training_options": Experiment(
         "AdamW vs Muon vs LoRA at equal budget, SmolLM2-135M, 1-digit addition, test split",
         {

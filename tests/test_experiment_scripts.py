@@ -9,6 +9,8 @@ from support.paths import load_experiment
 
 from rllib_k15.evaluation.plots import plot_sweep_heatmaps
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def test_sweep_reads_the_last_evaluation_from_tunes_flat_rows() -> None:
     sweep = load_experiment("tune_sweep")
@@ -61,6 +63,7 @@ SPLIT_ARMS = {  # the split-footing ablations: the one field each changes from t
     "ablations/budget64_addition_smollm2.yaml": {"max_response_tokens"},
     "ablations/budget256_addition_smollm2.yaml": {"max_response_tokens"},
     "ablations/warmstart_addition_smollm2.yaml": {"hf_model"},
+    "ablations/dynamic_addition_smollm2.yaml": {"dynamic_sampling", "dynamic_sampling_max_rounds"},
 }
 
 
@@ -148,3 +151,22 @@ def test_transfer_table_pairs_models_on_the_same_problems(tmp_path: Path) -> Non
     table = (tmp_path / "table.md").read_text()
     assert "| chain_sum_l1 | 0.375" in table and "+0.250" in table
     assert (tmp_path / "transfer.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tuned_examples").rglob("*.yaml")),
+)
+def test_every_tuned_example_is_a_valid_config(path: str) -> None:
+    """Each shipped experiment file parses and validates; the only errors allowed are the
+    inputs an earlier documented step writes under ``runs/`` (a warm-up's model, say)."""
+    from rllib_k15.algorithm.config import K15Config
+    from rllib_k15.runs.experiment import apply_sections, load_experiment_file
+
+    spec = load_experiment_file(ROOT / path)
+    config = apply_sections(K15Config(), spec["sections"], source=spec["source"])
+    try:
+        config.validate()
+    except ValueError as err:
+        problems = [line for line in str(err).splitlines()[1:] if line.strip()]
+        assert problems and all("'runs/" in line for line in problems), str(err)

@@ -14,7 +14,9 @@ logs as metrics.
 - :func:`generate_segments`: one partial-rollout segment per response (new problems and
   continued responses in ONE engine call, :mod:`rllib_k15.rollout.segments`); finished
   responses come back graded, unfinished ones as the extended
-  :class:`~rllib_k15.rollout.partial.PartialRollout` to store.
+  :class:`~rllib_k15.rollout.partial.PartialRollout` to store. Image problems continue
+  from the engine's unexpanded prompt + the tokens so far, with the image sent again
+  (re-read from the env: a stored unfinished response holds no pixels).
 
 A looping response (:mod:`rllib_k15.rollout.repetition`) is cut after one copy of its
 loop, gets ``finish_reason = "repeat"``, counts as truncated for the verifier, and its
@@ -246,21 +248,57 @@ def generate_rollouts(
 
 
 def _work_items(
-    engine: Any,
-    problems: Mapping[int, Any],
+    prompts: Mapping[int, SegmentPrompt],
     continuations: Mapping[int, list[PartialRollout]],
     samples_per_problem: int,
 ) -> list[PartialRollout]:
     """The responses of one segment call: a problem's stored unfinished members if it has
     any in ``continuations``, else ``samples_per_problem`` fresh ones (slots 0..k-1)."""
     work: list[PartialRollout] = []
-    for p in problems:
+    for p, prompt in prompts.items():
         if p in continuations:
             work.extend(continuations[p])
         else:
-            prompt = engine.encode_prompt(problems[p].prompt)
-            work += [PartialRollout(p, j, prompt) for j in range(samples_per_problem)]
+            work += [PartialRollout(p, j, prompt.token_ids) for j in range(samples_per_problem)]
     return work
+
+
+@dataclass(frozen=True)
+class SegmentPrompt:
+    """One problem's prompt for partial rollouts: ``token_ids`` as the learner reads them
+    (``PartialRollout.prompt_ids``); an image problem also has the engine's unexpanded ids,
+    its image and the processor's image tensors (numpy) for the learner's rows."""
+
+    token_ids: list[int]
+    engine_token_ids: list[int] | None = None
+    image: Any = None
+    image_inputs: dict[str, Any] | None = None
+
+
+def _segment_prompts(engine: Any, problems: Mapping[int, Any]) -> dict[int, SegmentPrompt]:
+    """Each problem's :class:`SegmentPrompt` (text and image problems alike)."""
+    encoded = encode_problems(engine, list(problems.values()))
+    if encoded.images is None:
+        return {p: SegmentPrompt(ids) for p, ids in zip(problems, encoded.token_ids)}
+    return {
+        p: SegmentPrompt(ids, engine_ids, image, inputs)
+        for p, ids, engine_ids, image, inputs in zip(
+            problems, encoded.token_ids, encoded.engine_token_ids, encoded.images,
+            encoded.image_inputs,
+        )
+    }  # fmt: skip
+
+
+def _generate_segment(
+    engine: Any, work: Sequence[PartialRollout], prompts: Mapping[int, SegmentPrompt], params: Any
+) -> list[Completion]:
+    """One completion per response of ``work``, continuing its prompt + tokens so far; an
+    image problem's row is its unexpanded engine prompt + tokens, with its image."""
+    if not any(prompt.image is not None for prompt in prompts.values()):
+        return [g[0] for g in engine.generate([segment_prompt(w) for w in work], params)]
+    rows = [[*prompts[w.problem_index].engine_token_ids, *w.response_ids] for w in work]
+    images = [prompts[w.problem_index].image for w in work]
+    return [g[0] for g in engine.generate(rows, params, images=images)]
 
 
 def _whole(extended: PartialRollout, status: SegmentStatus) -> Completion:
@@ -293,12 +331,10 @@ def generate_segments(
     budget = settings.partial_rollout_max_tokens
     cap = settings.max_response_tokens
     problems = {int(p): env.problem(int(p)) for p in problem_indices}
-    if any("image" in p.metadata for p in problems.values()):
-        raise ValueError(
-            "partial rollouts do not support image problems yet: set "
-            "training.partial_rollout_max_tokens to null for an image env"
-        )
-    work = _work_items(engine, problems, continuations, settings.samples_per_problem)
+    if not problems:
+        return [], None
+    prompts = _segment_prompts(engine, problems)
+    work = _work_items(prompts, continuations, settings.samples_per_problem)
     if not work:
         return [], None
     allowed = [allowed_tokens(w, cap, budget) for w in work]
@@ -306,7 +342,7 @@ def generate_segments(
         n=1, temperature=settings.temperature, top_p=settings.top_p, max_tokens=max(allowed)
     )
     start = time.perf_counter()
-    completions = [g[0] for g in engine.generate([segment_prompt(w) for w in work], params)]
+    completions = _generate_segment(engine, work, prompts, params)
     gen_seconds = time.perf_counter() - start
 
     out: list[Rollout | PartialRollout] = []
@@ -340,7 +376,8 @@ def generate_segments(
         problem = problems[p.problem_index]
         out.append(
             _record(p.problem_index, problem, p.prompt_ids, c, v, iters,
-                    slot=p.slot, num_segments=p.num_segments)
+                    slot=p.slot, num_segments=p.num_segments,
+                    image_inputs=prompts[p.problem_index].image_inputs)
         )  # fmt: skip
     stats = RolloutStats(
         finished=len(done),

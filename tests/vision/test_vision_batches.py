@@ -13,7 +13,7 @@ from rllib_k15.algorithm.columns import IMAGE_PREFIX
 from rllib_k15.engine.base import Completion, RolloutEngine
 from rllib_k15.rollout.generate import RolloutSettings, generate_rollouts, generate_segments
 from rllib_k15.rollout.prompts import encode_problems
-from rllib_k15.vision.sequences import load_processor
+from rllib_k15.vision.sequences import image_prompt, load_processor
 
 
 class _ScriptedVLMEngine(RolloutEngine):
@@ -80,16 +80,55 @@ def test_text_problems_keep_the_text_path(tiny_model_dir):
     assert len(prompts.token_ids) == 3
 
 
-def test_image_problems_without_a_vlm_and_partial_rollouts_fail_clearly(tiny_vlm_dir, env):
+def test_image_problems_without_a_vlm_fail_clearly(env):
     class NoProcessor(_ScriptedVLMEngine):
         def __init__(self):
             self.processor, self.tokenizer, self.calls = None, None, []
 
+    engine = NoProcessor()
     with pytest.raises(ValueError, match="image problems need a vision-language model"):
-        encode_problems(NoProcessor(), [env.problem(0)])
-    engine = _ScriptedVLMEngine(load_processor(tiny_vlm_dir))
+        encode_problems(engine, [env.problem(0)])
     settings = RolloutSettings(samples_per_problem=2, temperature=1.0, top_p=1.0,
                                max_response_tokens=8, partial_rollout_max_tokens=4)  # fmt: skip
-    with pytest.raises(ValueError, match="partial rollouts do not support image problems"):
+    with pytest.raises(ValueError, match="image problems need a vision-language model"):
         generate_segments(engine, env, [0], {}, settings, 1)
     assert not engine.calls  # nothing was generated without its image
+
+
+def test_partial_rollouts_resend_the_image_with_every_segment(tiny_vlm_dir, env):
+    """A response cut by the per-iteration budget continues next segment from the
+    unexpanded prompt + its tokens, with its image again; the finished rollout's prompt is
+    the learner's (expanded) one and it carries the image tensors."""
+    processor = load_processor(tiny_vlm_dir)
+    answer = processor.tokenizer("\\boxed{5}", add_special_tokens=False)["input_ids"]
+    budget = len(answer) - 2  # the scripted answer needs two segments
+
+    class Continuing(_ScriptedVLMEngine):  # segment 2 writes the rest of the answer
+        def generate(self, prompt_token_ids, params, *, images=None):
+            self.calls.append((prompt_token_ids, images))
+            rest = answer[budget:] if len(self.calls) > 1 else answer
+            return [[Completion(rest, [-0.5] * len(rest), "", "stop")] for _ in prompt_token_ids]
+
+    engine = Continuing(processor)
+    settings = RolloutSettings(samples_per_problem=2, temperature=1.0, top_p=1.0,
+                               max_response_tokens=16,
+                               partial_rollout_max_tokens=budget)  # fmt: skip
+    first, _ = generate_segments(engine, env, [0, 1], {}, settings, 1)
+    assert all(r.response_ids == tuple(answer[:budget]) for r in first)  # all unfinished
+    continuations = {p: [r for r in first if r.problem_index == p] for p in (0, 1)}
+    second, stats = generate_segments(engine, env, [0, 1], continuations, settings, 2)
+
+    images = [env.problem(i).metadata["image"] for i in (0, 1)]
+    for (rows, sent), step in zip(engine.calls, (0, budget)):
+        assert sent == [images[0]] * 2 + [images[1]] * 2  # each row with its own image
+        for row, problem in zip(rows, (0, 0, 1, 1)):
+            prompt = image_prompt(processor, env.problem(problem).prompt, images[problem])
+            assert row == [*prompt.engine_token_ids, *answer[:step]]
+    assert stats.finished == 4
+    for r in second:
+        prompt = image_prompt(processor, env.problem(r.problem_index).prompt,
+                              images[r.problem_index])  # fmt: skip
+        assert r.prompt_ids == prompt.token_ids  # expanded: what the learner reads
+        assert r.response_ids[:budget] == answer[:budget] and r.num_segments == 2
+        assert np.array_equal(r.image_inputs["pixel_values"],
+                              prompt.image_inputs["pixel_values"].numpy())  # fmt: skip

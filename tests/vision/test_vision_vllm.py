@@ -118,3 +118,52 @@ def test_evaluate_grades_image_problems_on_the_vlm(vlm_engine):
     assert result.num_problems == 6 and 0.0 <= result.pass_at_1 <= 1.0
     assert result.mean_tokens > 0
     env.close()
+
+
+def test_partial_rollouts_on_image_problems_equal_one_generation(tiny_vlm_dir, vlm_engine):
+    """Greedy partial rollouts (3 tokens per segment) produce the tokens of one uninterrupted
+    greedy generation: every segment continues with its image (a segment without it would
+    continue another distribution), and the finished rollouts' log-probs are the learner's
+    teacher-forced ones with the image."""
+    from rllib_k15.rollout.generate import RolloutSettings, generate_segments
+
+    env = gym.make("k15/ImageQA-v0", num_workers=1).unwrapped
+    indices = [0, 1, 2, 3]
+    problems = [env.problem(i) for i in indices]
+    processor = load_processor(tiny_vlm_dir)
+    prompts = [image_prompt(processor, p.prompt, p.metadata["image"]) for p in problems]
+    whole = vlm_engine.generate(
+        [p.engine_token_ids for p in prompts], SamplingParams(temperature=0.0, max_tokens=9),
+        images=[p.metadata["image"] for p in problems],
+    )  # fmt: skip
+    settings = RolloutSettings(samples_per_problem=1, temperature=0.0, top_p=1.0,
+                               max_response_tokens=9, partial_rollout_max_tokens=3)  # fmt: skip
+    finished, pending = {}, {}
+    for iteration in range(1, 5):
+        out, _ = generate_segments(vlm_engine, env, indices, pending, settings, iteration)
+        pending = {}
+        for r in out:
+            if hasattr(r, "reward"):
+                finished[r.problem_index] = r
+            else:
+                pending.setdefault(r.problem_index, []).append(r)
+        indices = sorted(pending)
+        if not indices:
+            break
+    assert sorted(finished) == [0, 1, 2, 3]
+    assert any(r.num_segments > 1 for r in finished.values())  # some did continue
+    for i, group in enumerate(whole):
+        assert list(finished[i].response_ids) == list(group[0].token_ids), i
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_vlm_dir, dtype=torch.float32).eval()
+    rows = [finished[i] for i in range(4)]
+    with torch.no_grad():
+        learner = multimodal_response_logprobs(
+            model, prompts, [r.response_ids for r in rows], processor.tokenizer.pad_token_id
+        )
+    for row, (prompt, r) in enumerate(zip(prompts, rows, strict=True)):
+        assert list(r.prompt_ids) == prompt.token_ids
+        start = len(prompt.token_ids)
+        ours = learner[row, start : start + len(r.response_ids)].numpy()
+        assert np.abs(ours - np.array(r.sample_logp)).max() < 1e-3
+    env.close()

@@ -93,8 +93,9 @@ class OpenAIEndpointEngine(RolloutEngine):
         self.base_url = str(base_url).rstrip("/")
         self.tokenizer = load_tokenizer(tokenizer_model)
         self.processor = _vision_processor(tokenizer_model)
-        # engine prompt ids -> (user message, learner prompt ids) of image prompts
-        self._image_prompts: OrderedDict[tuple[int, ...], tuple[str, list[int]]] = OrderedDict()
+        # (engine prompt ids, image digest) -> (user message, learner prompt ids): the same
+        # question may come with images of other sizes, expanded into other prompts
+        self._image_prompts: OrderedDict[tuple, tuple[str, list[int]]] = OrderedDict()
         self._client: Any = OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries
         )
@@ -146,7 +147,7 @@ class OpenAIEndpointEngine(RolloutEngine):
         """One ``/chat/completions`` request for one image prompt: its choices in ``index``
         order, after checking the server's prompt ids against the local ones."""
         url = f"{self.base_url}/chat/completions"
-        remembered = self._image_prompts.get(tuple(prompt))
+        remembered = self._image_prompts.get(_image_prompt_key(prompt, image))
         if remembered is None:
             raise ValueError(
                 "an image prompt must come from this engine's encode_image_prompt "
@@ -176,7 +177,7 @@ class OpenAIEndpointEngine(RolloutEngine):
 
     def encode_image_prompt(self, user_message: str, image: Any) -> Any:
         prompt = super().encode_image_prompt(user_message, image)
-        key = tuple(prompt.engine_token_ids)
+        key = _image_prompt_key(prompt.engine_token_ids, image)
         self._image_prompts[key] = (user_message, list(prompt.token_ids))
         self._image_prompts.move_to_end(key)
         while len(self._image_prompts) > _REMEMBERED_IMAGE_PROMPTS:
@@ -265,6 +266,18 @@ def _chat_body(request: dict[str, Any]) -> dict[str, Any]:
     chat API asks for the sampled token's log-prob with ``logprobs=True, top_logprobs=0``)."""
     body = {key: value for key, value in request.items() if key != "logprobs"}
     return {**body, "logprobs": True, "top_logprobs": 0}
+
+
+def _image_prompt_key(prompt_ids: Sequence[int], image: Any) -> tuple:
+    """What identifies an image prompt: its engine ids and a digest of its image (encoded
+    bytes, or a ``PIL.Image``'s mode, size and pixels)."""
+    import hashlib
+
+    if isinstance(image, (bytes, bytearray)):
+        data = bytes(image)
+    else:
+        data = f"{image.mode}{image.size}".encode() + image.tobytes()
+    return tuple(int(t) for t in prompt_ids), hashlib.sha256(data).hexdigest()
 
 
 def image_data_url(image: Any) -> str:

@@ -132,3 +132,27 @@ def test_partial_rollouts_resend_the_image_with_every_segment(tiny_vlm_dir, env)
         assert r.response_ids[:budget] == answer[:budget] and r.num_segments == 2
         assert np.array_equal(r.image_inputs["pixel_values"],
                               prompt.image_inputs["pixel_values"].numpy())  # fmt: skip
+
+
+def test_endpoint_engine_tells_apart_one_question_with_two_images(tiny_vlm_dir, env):
+    """The endpoint engine remembers each image prompt by its ids AND its image: the same
+    question over another image (which a real VLM may expand into another prompt) keeps its
+    own record. No server is contacted (the model id is given)."""
+    from rllib_k15.engine.openai_engine import OpenAIEndpointEngine, _image_prompt_key
+
+    engine = OpenAIEndpointEngine(
+        "http://127.0.0.1:9/v1", tokenizer_model=tiny_vlm_dir, model="k15"
+    )
+    try:
+        first, second = env.problem(0).metadata["image"], env.problem(1).metadata["image"]
+        a = engine.encode_image_prompt("What is shown?", first)
+        b = engine.encode_image_prompt("What is shown?", second)
+        assert a.engine_token_ids == b.engine_token_ids
+        keys = {_image_prompt_key(a.engine_token_ids, first),
+                _image_prompt_key(b.engine_token_ids, second)}  # fmt: skip
+        assert len(keys) == 2 and keys <= set(engine._image_prompts)
+        from rllib_k15.vision.sequences import as_image
+
+        assert _image_prompt_key([1], as_image(first)) == _image_prompt_key([1], as_image(first))
+    finally:
+        engine.close()

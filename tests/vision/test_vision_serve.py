@@ -82,7 +82,9 @@ def test_endpoint_engine_samples_and_grades_image_problems(
                 assert all(lp <= 0.0 for lp in completion.logprobs)  # real, not NaN
 
         # a prompt the server renders differently from the local processor is refused
-        key = tuple(prompts.engine_token_ids[0])
+        from rllib_k15.engine.openai_engine import _image_prompt_key
+
+        key = _image_prompt_key(prompts.engine_token_ids[0], prompts.images[0])
         message, ids = engine._image_prompts[key]
         engine._image_prompts[key] = (message, ids[:-1])
         with pytest.raises(RuntimeError, match="another prompt than the local processor"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +24,7 @@ from rllib_k15.evaluation.evaluate import (
     summarize_runs,
     token_percentiles,
 )
+from rllib_k15.evaluation.intervals import seed_interval
 from rllib_k15.evaluation.plots import plot_token_efficiency, token_efficiency_table
 
 gym = pytest.importorskip("gymnasium")
@@ -136,15 +138,17 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
                           8, 1.0, 8.0, 1.5)  # fmt: skip
 
     out = tmp_path / "res" / "eval.jsonl"
-    append_results(out, [make_row(result(0.5, 40), label="long", run=0, env_kwargs={"a": 1})])
-    append_results(out, [make_row(result(0.7, 60), label="long", run=1),
-                         make_row(result(0.6, 20), label="short", run=0)])  # fmt: skip
+    task = {"env": "k15/Toy-v0", "env_kwargs": {"a": 1, "size": 4}}
+    short_result = dataclasses.replace(result(0.6, 20), pass_at_1_low=0.4, pass_at_1_high=0.8)
+    append_results(out, [make_row(result(0.5, 40), label="long", run=0, **task)])
+    append_results(out, [make_row(result(0.7, 60), label="long", run=1, **task),
+                         make_row(short_result, label="short", run=0, **task)])  # fmt: skip
     rows = read_results([out])
     assert [r["label"] for r in rows] == ["long", "long", "short"]
     assert list(rows[0])[: len(CSV_COLUMNS)] == list(CSV_COLUMNS)
     with (tmp_path / "res" / "eval.csv").open() as f:
         table = list(csv.DictReader(f))
-    assert len(table) == 3 and json.loads(table[0]["env_kwargs"]) == {"a": 1}  # one header
+    assert len(table) == 3 and json.loads(table[0]["env_kwargs"]) == {"a": 1, "size": 4}
     long, short = summarize_runs(rows)
     assert (long.label, long.runs, short.runs) == ("long", 2, 1)
     assert long.pass_at_1_mean == pytest.approx(0.6)
@@ -154,13 +158,17 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
     as_list.write_text(json.dumps(rows))
     assert read_results([as_list]) == rows
 
+    t_low, t_high = seed_interval([0.5, 0.7])  # two runs: the t-interval over runs
+    assert (long.pass_at_1_low, long.pass_at_1_high) == pytest.approx((t_low, t_high))
+    assert (short.pass_at_1_low, short.pass_at_1_high) == (0.4, 0.8)  # one run: its row's
+    assert long.task == short.task == 'k15/Toy-v0 {"a": 1}'  # the problem count is no task
     assert token_efficiency_table([long, short]).splitlines() == [
-        "| method | runs | Pass@1 (%) | mean tokens | tokens / long |",
-        "|---|---|---|---|---|",
-        f"| long | 2 | 60.0 ± {100 * long.pass_at_1_std:.1f} | 50.0 ± "
-        f"{long.mean_tokens_std:.1f} | 1.00 |",
-        f"| short | 1 | {100 * short.pass_at_1_mean:.1f} | {short.mean_tokens_mean:.1f} | "
-        f"{short.mean_tokens_mean / 50:.2f} |",
+        "| method | runs | Pass@1 (%) | 95 % interval | mean tokens | tokens / long |",
+        "|---|---|---|---|---|---|",
+        f"| long | 2 | 60.0 ± {100 * long.pass_at_1_std:.1f} | [{100 * t_low:.1f}, "
+        f"{100 * t_high:.1f}] | 50.0 ± {long.mean_tokens_std:.1f} | 1.00 |",
+        f"| short | 1 | {100 * short.pass_at_1_mean:.1f} | [40.0, 80.0] | "
+        f"{short.mean_tokens_mean:.1f} | {short.mean_tokens_mean / 50:.2f} |",
     ]
     with pytest.raises(ValueError, match="nothing to tabulate"):
         token_efficiency_table([])
@@ -169,6 +177,34 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     with pytest.raises(ValueError, match="nothing to plot"):
         plot_token_efficiency([], tmp_path / "empty.png")
+
+
+def test_token_efficiency_keeps_tasks_apart(tmp_path: Path) -> None:
+    def row(label: str, env: str, p1: float, tokens: float) -> dict:
+        result = EvalResult(4, 2, p1, p1, tokens, tokens, tokens, tokens, 0.0, {}, 8, 1.0, 8.0,
+                            1.5, p1 - 0.1, p1 + 0.1)  # fmt: skip
+        return make_row(result, label=label, run=0, env=env, env_kwargs={"split": "test"})
+
+    rows = [row("base", "k15/A-v0", 0.2, 100), row("short", "k15/A-v0", 0.3, 50),
+            row("base-b", "k15/B-v0", 0.5, 40), row("inner", "k15/B-v0", 0.4, 10)]  # fmt: skip
+    summaries = summarize_runs(rows)
+    table = token_efficiency_table(summaries).splitlines()
+    # ratios are taken within a task: B's first label, not A's, is B's reference
+    assert table[0].startswith("| task | method |") and "first of its task" in table[0]
+    assert [line.rsplit("|", 2)[1].strip() for line in table[2:]] == [
+        "1.00",
+        "0.50",
+        "1.00",
+        "0.25",
+    ]
+    png = plot_token_efficiency(summaries, tmp_path / "two_tasks.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from PIL import Image
+
+    width, height = Image.open(png).size
+    assert width > 1.8 * height  # two panels side by side
+    with pytest.raises(ValueError, match="'base' has runs on different tasks"):
+        summarize_runs([row("base", "k15/A-v0", 0.2, 100), row("base", "k15/B-v0", 0.5, 40)])
 
 
 def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
@@ -194,5 +230,7 @@ def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Pa
     table = tmp_path / "te.md"
     assert main(["plot", "token-efficiency", str(out), "--out", str(fig),
                  "--table", str(table)]) == 0  # fmt: skip
-    assert fig.is_file() and "| tiny-again | 1 | 0.0 | 4.0 | 1.00 |" in capsys.readouterr().out
-    assert table.read_text().splitlines()[2] == "| tiny | 2 | 0.0 ± 0.0 | 4.0 ± 0.0 | 1.00 |"
+    printed = capsys.readouterr().out
+    assert fig.is_file() and "| tiny-again | 1 | 0.0 | [0.0, 0.0] | 4.0 | 1.00 |" in printed
+    expected = "| tiny | 2 | 0.0 ± 0.0 | [0.0, 0.0] | 4.0 ± 0.0 | 1.00 |"
+    assert table.read_text().splitlines()[2] == expected

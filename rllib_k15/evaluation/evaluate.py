@@ -51,6 +51,7 @@ __all__ = [
     "read_results",
     "sample_and_grade",
     "summarize_runs",
+    "task_of",
     "token_percentiles",
 ]
 
@@ -312,7 +313,13 @@ def read_results(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]
 
 @dataclass(frozen=True)
 class LabelSummary:
-    """All runs of one label: a point of the token-efficiency plot with its error bars."""
+    """All runs of one label: a point of the token-efficiency plot with its error bars.
+
+    ``pass_at_1_low``/``pass_at_1_high`` is the label's 95 % interval of Pass@1: with one
+    run, that run's bootstrap over problems (``pass_at_1_low``/``_high`` of its row); with
+    several, the Student-t interval of the mean over runs. ``task`` names the env and its
+    kwargs (without ``size``) the label was evaluated on, so a figure can keep tasks apart.
+    """
 
     label: str
     runs: int
@@ -320,24 +327,61 @@ class LabelSummary:
     pass_at_1_std: float  # sample std over runs (0 for a single run)
     mean_tokens_mean: float
     mean_tokens_std: float
+    pass_at_1_low: float | None = None
+    pass_at_1_high: float | None = None
+    task: str = ""
+
+
+def task_of(row: Mapping[str, Any]) -> str:
+    """``env`` and its kwargs minus ``size`` (how many problems, not which task), as text."""
+    kwargs = {k: v for k, v in (row.get("env_kwargs") or {}).items() if k != "size"}
+    env = str(row.get("env") or "?")
+    return f"{env} {json.dumps(kwargs, sort_keys=True)}" if kwargs else env
+
+
+def _label_interval(group: Sequence[Mapping[str, Any]]) -> tuple[float | None, float | None]:
+    if len(group) > 1:
+        from rllib_k15.evaluation.intervals import seed_interval
+
+        return seed_interval([float(r["pass_at_1"]) for r in group])
+    (row,) = group
+    low, high = row.get("pass_at_1_low"), row.get("pass_at_1_high")
+    if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
+        return None, None  # a row written before intervals were recorded
+    return float(low), float(high)
 
 
 def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[LabelSummary]:
-    """Group rows by ``label`` (first-seen order) into mean and std over runs."""
+    """Group rows by ``label`` (first-seen order) into mean, std and interval over runs.
+
+    A label evaluated on two different tasks is an error: its runs cannot be averaged.
+    """
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for row in rows:
         groups.setdefault(str(row.get("label") or row.get("model") or "?"), []).append(row)
-    return [
-        LabelSummary(
-            label=label,
-            runs=len(group),
-            pass_at_1_mean=_mean([float(r["pass_at_1"]) for r in group]),
-            pass_at_1_std=_std([float(r["pass_at_1"]) for r in group]),
-            mean_tokens_mean=_mean([float(r["mean_tokens"]) for r in group]),
-            mean_tokens_std=_std([float(r["mean_tokens"]) for r in group]),
+    summaries = []
+    for label, group in groups.items():
+        tasks = sorted({task_of(r) for r in group})
+        if len(tasks) > 1:
+            raise ValueError(
+                f"label {label!r} has runs on different tasks ({' | '.join(tasks)}); "
+                "give each task's runs their own label"
+            )
+        low, high = _label_interval(group)
+        summaries.append(
+            LabelSummary(
+                label=label,
+                runs=len(group),
+                pass_at_1_mean=_mean([float(r["pass_at_1"]) for r in group]),
+                pass_at_1_std=_std([float(r["pass_at_1"]) for r in group]),
+                mean_tokens_mean=_mean([float(r["mean_tokens"]) for r in group]),
+                mean_tokens_std=_std([float(r["mean_tokens"]) for r in group]),
+                pass_at_1_low=low,
+                pass_at_1_high=high,
+                task=tasks[0],
+            )
         )
-        for label, group in groups.items()
-    ]
+    return summaries
 
 
 def _std(values: Sequence[float]) -> float:

@@ -17,7 +17,11 @@ decodes the answer from them:
   with m the step mask (j < k_b) and σ²_c the per-dimension variance of all training
   targets (``loss="mse"``: σ² = 1).
 - **END** head (linear on the final hidden state of each contemplation step): binary
-  cross-entropy on "this is the k-th step", masked after step k.
+  cross-entropy on "this is the k-th step", masked after step k and class-balanced per
+  example (its one stop step weighs as much as its k − 1 continue steps together):
+      L_END = (1/B) Σ_b [ ½·BCE(e_{b,k_b−1}, 1) + ½·(1/(k_b−1)) Σ_{j<k_b−1} BCE(e_{b,j}, 0) ]
+  (k_b = 1: the stop term alone). Unbalanced, the head learns "never stop" (accuracy
+  1 − 1/k) and inference always runs to ``max_contemplation``.
 - **DECODE ψ** (LoRA "decode"): reads prompt + the k contemplation embeddings (φ frozen) and
   is trained with cross-entropy on the answer tokens only.
 
@@ -51,6 +55,7 @@ from rllib_k15.long2short.selection import ProblemSamples, shortest_correct_inde
 
 __all__ = [
     "CCOT_END_ACCURACY",
+    "CCOT_END_RECALL",
     "CCOT_END_LOSS",
     "CCOT_LOSS",
     "CCOT_MSE",
@@ -78,6 +83,7 @@ CCOT_LOSS = "ccot/loss"
 CCOT_MSE = "ccot/mse"
 CCOT_END_LOSS = "ccot/end_loss"
 CCOT_END_ACCURACY = "ccot/end_accuracy"
+CCOT_END_RECALL = "ccot/end_stop_recall"
 CCOT_DECODE_LOSS = "ccot/decode_loss"
 
 
@@ -287,15 +293,27 @@ def contemplation_loss(
 
 
 def end_loss(logits: torch.Tensor, ks: Sequence[int]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Masked binary cross-entropy of the END head: logits (B, K) vs :func:`end_labels`,
-    over the steps j < k_b; also the accuracy of the stop decision (p > 0.5)."""
+    """Class-balanced BCE L_END of the END head (module docstring): logits (B, K) vs
+    :func:`end_labels` over the steps j < k_b. Metrics: the loss, the accuracy of the stop
+    decision (p > 0.5) over those steps, and its recall on the stop steps alone (the
+    fraction of examples whose k-th step says stop)."""
     steps = logits.shape[1]
     labels, mask = end_labels(ks, steps).to(logits.device), step_mask(ks, steps).to(logits.device)
     bce = F.binary_cross_entropy_with_logits(logits.float(), labels, reduction="none")
-    count = mask.sum().clamp(min=1)
-    loss = (bce * mask).sum() / count
-    hits = ((logits > 0).float() == labels).float() * mask
-    return loss, {CCOT_END_LOSS: loss.item(), CCOT_END_ACCURACY: (hits.sum() / count).item()}
+    stay = mask * (1.0 - labels)
+    stay_count = stay.sum(dim=1)
+    stop_term = (bce * labels).sum(dim=1)
+    stay_term = (bce * stay).sum(dim=1) / stay_count.clamp(min=1)
+    per_example = torch.where(stay_count > 0, 0.5 * stop_term + 0.5 * stay_term, stop_term)
+    loss = per_example.mean()
+    hits = ((logits > 0).float() == labels).float()
+    accuracy = (hits * mask).sum() / mask.sum().clamp(min=1)
+    recall = (hits * labels).sum() / labels.sum().clamp(min=1)
+    return loss, {
+        CCOT_END_LOSS: loss.item(),
+        CCOT_END_ACCURACY: accuracy.item(),
+        CCOT_END_RECALL: recall.item(),
+    }
 
 
 def cost_summary(

@@ -17,6 +17,7 @@ from rllib_k15.commands import long2short as l2s_cmd
 from rllib_k15.long2short.ccot import (
     CCOT_DECODE_LOSS,
     CCOT_END_LOSS,
+    CCOT_END_RECALL,
     CCOT_LOSS,
     CCoTRun,
     Phase,
@@ -135,14 +136,25 @@ def test_target_variance_is_per_dimension_with_a_floor():
     assert torch.allclose(var, expected)
 
 
-def test_end_loss_is_bce_on_the_real_steps_only():
-    logits = torch.tensor([[2.0, -1.0, 9.0], [0.5, -3.0, 1.0]])
-    loss, metrics = end_loss(logits, [2, 3])
-    labels = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0])
-    picked = torch.tensor([2.0, -1.0, 0.5, -3.0, 1.0])  # step 3 of row 0 is masked
-    assert loss.item() == pytest.approx(F.binary_cross_entropy_with_logits(picked, labels).item())
-    assert metrics["ccot/end_accuracy"] == pytest.approx(2 / 5)  # right: -3 (stay) and 1.0 (stop)
+def test_end_loss_is_class_balanced_bce_on_the_real_steps_only():
+    logits = torch.tensor([[2.0, -1.0, 9.0], [0.5, -3.0, 1.0], [4.0, 7.0, 7.0]])
+    loss, metrics = end_loss(logits, [2, 3, 1])
+
+    def bce(x: float, y: float) -> float:
+        return F.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(float(y))).item()
+
+    row0 = 0.5 * bce(-1.0, 1) + 0.5 * bce(2.0, 0)  # step 3 is masked
+    row1 = 0.5 * bce(1.0, 1) + 0.5 * (bce(0.5, 0) + bce(-3.0, 0)) / 2
+    row2 = bce(4.0, 1)  # k = 1: only the stop step
+    assert loss.item() == pytest.approx((row0 + row1 + row2) / 3)
+    # right: row 1's -3 (stay) and 1.0 (stop), row 2's 4.0 (stop)
+    assert metrics["ccot/end_accuracy"] == pytest.approx(3 / 6)
+    assert metrics[CCOT_END_RECALL] == pytest.approx(2 / 3)  # rows 1 and 2 stop at k
     assert metrics[CCOT_END_LOSS] == pytest.approx(loss.item())
+    # a head that never stops is no longer cheap: its loss exceeds an uninformed one's
+    never, _ = end_loss(torch.tensor([[-6.0, -6.0, -6.0, -6.0]]), [4])
+    uninformed, _ = end_loss(torch.zeros(1, 4), [4])
+    assert never.item() > uninformed.item()
 
 
 def test_cost_summary_counts_contemplation_steps_plus_answer_tokens():

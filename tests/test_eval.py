@@ -203,8 +203,16 @@ def test_token_efficiency_keeps_tasks_apart(tmp_path: Path) -> None:
 
     width, height = Image.open(png).size
     assert width > 1.8 * height  # two panels side by side
-    with pytest.raises(ValueError, match="'base' has runs on different tasks"):
-        summarize_runs([row("base", "k15/A-v0", 0.2, 100), row("base", "k15/B-v0", 0.5, 40)])
+    # one label on two tasks is two points, one per task, never averaged together
+    base_a, base_b = summarize_runs(
+        [row("base", "k15/A-v0", 0.2, 100), row("base", "k15/B-v0", 0.5, 40)]
+    )
+    assert (base_a.task, base_a.pass_at_1_mean) == ('k15/A-v0 {"split": "test"}', 0.2)
+    assert (base_b.task, base_b.runs, base_b.pass_at_1_mean) == (
+        'k15/B-v0 {"split": "test"}',
+        1,
+        0.5,
+    )
 
 
 def test_k15_eval_and_plot_cli_with_hf_engine(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:

@@ -239,13 +239,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plot:
         from rllib_k15.evaluation.plots import plot_token_efficiency
 
-        try:
-            summaries = summarize_runs(read_results([args.out]))
-        except ValueError as e:  # the row is saved; only the redraw of the whole file fails
-            print(f"plot of {args.out} not redrawn: {e}")
-            return 0
         png = plot_token_efficiency(
-            summaries,
+            summarize_runs(read_results([args.out])),
             Path(args.out).with_suffix(".png"),
             subtitle=f"{args.samples} samples/problem",
         )

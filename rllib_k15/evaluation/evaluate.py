@@ -352,21 +352,15 @@ def _label_interval(group: Sequence[Mapping[str, Any]]) -> tuple[float | None, f
 
 
 def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[LabelSummary]:
-    """Group rows by ``label`` (first-seen order) into mean, std and interval over runs.
-
-    A label evaluated on two different tasks is an error: its runs cannot be averaged.
+    """Group rows by task and ``label`` (first-seen order) into mean, std and interval over
+    runs. One label on two tasks (a base model evaluated on each) gives one summary per task.
     """
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
-        groups.setdefault(str(row.get("label") or row.get("model") or "?"), []).append(row)
+        label = str(row.get("label") or row.get("model") or "?")
+        groups.setdefault((task_of(row), label), []).append(row)
     summaries = []
-    for label, group in groups.items():
-        tasks = sorted({task_of(r) for r in group})
-        if len(tasks) > 1:
-            raise ValueError(
-                f"label {label!r} has runs on different tasks ({' | '.join(tasks)}); "
-                "give each task's runs their own label"
-            )
+    for (task, label), group in groups.items():
         low, high = _label_interval(group)
         summaries.append(
             LabelSummary(
@@ -378,7 +372,7 @@ def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[LabelSummary]:
                 mean_tokens_std=_std([float(r["mean_tokens"]) for r in group]),
                 pass_at_1_low=low,
                 pass_at_1_high=high,
-                task=tasks[0],
+                task=task,
             )
         )
     return summaries

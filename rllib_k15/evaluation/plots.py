@@ -22,10 +22,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rllib_k15.evaluation.intervals import paired_seed_difference, seed_interval
-from rllib_k15.evaluation.token_efficiency_plot import (
-    plot_token_efficiency,
-    token_efficiency_table,
-)
+from rllib_k15.evaluation.token_efficiency_plot import plot_token_efficiency, token_efficiency_table
+from rllib_k15.evaluation.token_efficiency_plot import save_figure as _save
 
 __all__ = [
     "comparison_table",
@@ -271,15 +269,3 @@ def plot_sweep_heatmaps(
         ax.set_title(panel_title, fontsize=10)
     fig.suptitle(title)
     return _save(fig, out)
-
-
-def _save(fig, out: str | os.PathLike[str]) -> Path:
-    """Lay out, write (creating the directory) and close ``fig``; returns the PNG path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

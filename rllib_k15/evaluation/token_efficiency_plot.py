@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rllib_k15.evaluation.evaluate import LabelSummary
 
-__all__ = ["by_task", "plot_token_efficiency", "token_efficiency_table"]
+__all__ = ["by_task", "plot_token_efficiency", "save_figure", "token_efficiency_table"]
 
 
 def by_task(summaries: Sequence[LabelSummary]) -> dict[str, list[LabelSummary]]:
@@ -109,6 +109,13 @@ def plot_token_efficiency(
     for ax in list(axes.flat)[len(tasks) :]:
         ax.set_visible(False)
     fig.suptitle(title if subtitle is None else f"{title}\n{subtitle}", fontsize=11)
+    return save_figure(fig, out)
+
+
+def save_figure(fig, out: str | os.PathLike[str]) -> Path:
+    """Lay out, write (creating the directory) and close ``fig``; returns the PNG path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -140,14 +140,15 @@ def eval_split_kwargs(
     env_id: str, env_kwargs: dict[str, Any], split: str | None, problems: int
 ) -> tuple[dict[str, Any], list[str]]:
     """``k15 eval``'s env kwargs: ``split`` (default ``"test"``) and ``size = problems``
-    filled in where the env takes them and the user did not set them; a default split that
-    is short of ``problems`` is cut to its distinct problems (with a note)."""
+    filled in where the env takes them and the user did not set them (the user's split
+    wins, and still gets ``size``: an env's default size can exceed what a split holds); a
+    split that is short of ``problems`` is cut to its distinct problems (with a note)."""
     kwargs, notes = dict(env_kwargs), []
     params = env_parameters(env_id)
-    if params is None or "split" not in params or "split" in kwargs:
+    if params is None or "split" not in params:
         return kwargs, notes
-    kwargs["split"] = split
-    if split is not None and "size" in params and "size" not in kwargs:
+    kwargs.setdefault("split", split)
+    if kwargs["split"] is not None and "size" in params and "size" not in kwargs:
         kwargs["size"] = problems
         found = _fit_size(env_id, kwargs, "--env-kwargs", notes, dict(env_kwargs))
         if found is not None:

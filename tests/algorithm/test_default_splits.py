@@ -110,6 +110,11 @@ def test_k15_eval_defaults_to_the_test_split():
     kwargs, notes = eval_split_kwargs("k15/Arithmetic-v0", {"difficulty": 1}, "test", 64)
     assert 0 < kwargs["size"] < 20 and "distinct problems" in notes[0]
     kwargs, _ = eval_split_kwargs("k15/Arithmetic-v0", {"split": "train"}, "test", 16)
-    assert kwargs == {"split": "train"}  # the user's split wins
+    assert kwargs == {"split": "train", "size": 16}  # the user's split wins, sized
+    # a split set by the user is sized too: the env's default size (1000) exceeds this one
+    kwargs, notes = eval_split_kwargs(
+        "k15/Arithmetic-v0", {"difficulty": "1-2", "split": "test"}, "test", 64
+    )
+    assert kwargs == {"difficulty": "1-2", "split": "test", "size": 64} and notes == []
     kwargs, _ = eval_split_kwargs("k15/Arithmetic-v0", {"difficulty": 2}, None, 16)
     assert kwargs == {"difficulty": 2, "split": None}

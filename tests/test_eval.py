@@ -158,7 +158,8 @@ def test_results_files_roundtrip_and_summary(tmp_path: Path) -> None:
     as_list.write_text(json.dumps(rows))
     assert read_results([as_list]) == rows
 
-    t_low, t_high = seed_interval([0.5, 0.7])  # two runs: the t-interval over runs
+    t_low, t_high = seed_interval([0.5, 0.7])  # rows without intervals: t over runs, clipped
+    t_low, t_high = max(0.0, t_low), min(1.0, t_high)
     assert (long.pass_at_1_low, long.pass_at_1_high) == pytest.approx((t_low, t_high))
     assert (short.pass_at_1_low, short.pass_at_1_high) == (0.4, 0.8)  # one run: its row's
     assert long.task == short.task == 'k15/Toy-v0 {"a": 1}'  # the problem count is no task
@@ -203,6 +204,9 @@ def test_token_efficiency_keeps_tasks_apart(tmp_path: Path) -> None:
 
     width, height = Image.open(png).size
     assert width > 1.8 * height  # two panels side by side
+    # two runs of one label: the mean of their bootstrap intervals over problems
+    (twice,) = summarize_runs([row("base", "k15/A-v0", 0.2, 100), row("base", "k15/A-v0", 0.4, 90)])
+    assert (twice.pass_at_1_low, twice.pass_at_1_high) == pytest.approx((0.2, 0.4))
     # one label on two tasks is two points, one per task, never averaged together
     base_a, base_b = summarize_runs(
         [row("base", "k15/A-v0", 0.2, 100), row("base", "k15/B-v0", 0.5, 40)]

@@ -315,9 +315,9 @@ def read_results(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]
 class LabelSummary:
     """All runs of one label: a point of the token-efficiency plot with its error bars.
 
-    ``pass_at_1_low``/``pass_at_1_high`` is the label's 95 % interval of Pass@1: with one
-    run, that run's bootstrap over problems (``pass_at_1_low``/``_high`` of its row); with
-    several, the Student-t interval of the mean over runs. ``task`` names the env and its
+    ``pass_at_1_low``/``pass_at_1_high`` is the label's 95 % interval of Pass@1 from the
+    bootstrap over problems its rows carry (several runs: the mean of their intervals;
+    see ``_label_interval``). ``task`` names the env and its
     kwargs (without ``size``) the label was evaluated on, so a figure can keep tasks apart.
     """
 
@@ -339,16 +339,27 @@ def task_of(row: Mapping[str, Any]) -> str:
     return f"{env} {json.dumps(kwargs, sort_keys=True)}" if kwargs else env
 
 
-def _label_interval(group: Sequence[Mapping[str, Any]]) -> tuple[float | None, float | None]:
-    if len(group) > 1:
-        from rllib_k15.evaluation.intervals import seed_interval
-
-        return seed_interval([float(r["pass_at_1"]) for r in group])
-    (row,) = group
+def _row_interval(row: Mapping[str, Any]) -> tuple[float, float] | None:
     low, high = row.get("pass_at_1_low"), row.get("pass_at_1_high")
     if low is None or high is None or math.isnan(float(low)) or math.isnan(float(high)):
-        return None, None  # a row written before intervals were recorded
+        return None  # a row written before intervals were recorded
     return float(low), float(high)
+
+
+def _label_interval(group: Sequence[Mapping[str, Any]]) -> tuple[float | None, float | None]:
+    """One run: its bootstrap over problems. Several (``k15 eval --runs``: more samples of
+    the same problems): the mean of their bootstrap intervals, since the problems, not the
+    sampling seeds, are what varies most; rows without intervals: the t-interval over runs,
+    clipped to [0, 1]."""
+    intervals = [_row_interval(r) for r in group]
+    if all(i is not None for i in intervals):
+        return _mean([i[0] for i in intervals]), _mean([i[1] for i in intervals])
+    if len(group) == 1:
+        return None, None
+    from rllib_k15.evaluation.intervals import seed_interval
+
+    low, high = seed_interval([float(r["pass_at_1"]) for r in group])
+    return max(0.0, low), min(1.0, high)
 
 
 def summarize_runs(rows: Iterable[Mapping[str, Any]]) -> list[LabelSummary]:

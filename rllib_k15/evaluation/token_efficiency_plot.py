@@ -2,8 +2,8 @@
 tokens, one point per model or method (a ``label`` of ``k15 eval``'s result rows).
 
 Points up and to the left are better: more accuracy per token, the goal of the long2short
-methods. The vertical bar of a point is its 95 % interval of Pass@1 (one run: the bootstrap
-over problems stored in its row; several runs: the Student-t interval over runs), the
+methods. The vertical bar of a point is its 95 % interval of Pass@1 (the bootstrap over
+problems stored in its row; several runs: the mean of their intervals), the
 horizontal bar ±1 std of mean tokens over runs. Labels evaluated on different tasks (env
 and env kwargs, problem count aside) go to separate panels, and the table's token ratio is
 taken against the first label of the same task, since a length is only comparable on the

@@ -154,8 +154,10 @@ class MethodRun:
                 raise MethodError(f"--from-samples {path}: its metadata names no env")
             self.info.setdefault("env_kwargs", {})
             stat = path.stat()
-            self.sampling = {"from_samples": str(path.resolve()), "bytes": stat.st_size,
-                             "mtime_ns": stat.st_mtime_ns}  # fmt: skip
+            from rllib_k15.runs.run_files import portable_path
+
+            self.sampling = {"from_samples": portable_path(path.resolve()),
+                             "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}  # fmt: skip
         else:
             groups = self._sample()
         if not groups:

@@ -20,8 +20,9 @@ decodes the answer from them:
   cross-entropy on "this is the k-th step", masked after step k and class-balanced per
   example (its one stop step weighs as much as its k − 1 continue steps together):
       L_END = (1/B) Σ_b [ ½·BCE(e_{b,k_b−1}, 1) + ½·(1/(k_b−1)) Σ_{j<k_b−1} BCE(e_{b,j}, 0) ]
-  (k_b = 1: the stop term alone). Unbalanced, the head learns "never stop" (accuracy
-  1 − 1/k) and inference always runs to ``max_contemplation``.
+  (k_b = 1: the stop term alone). Unbalanced, the head learned "never stop" on the
+  embedded model (accuracy 1 − 1/k; inference ran to ``max_contemplation``); balanced, at
+  the same 50 steps, it learned "stop now" — neither found the stop position there.
 - **DECODE ψ** (LoRA "decode"): reads prompt + the k contemplation embeddings (φ frozen) and
   is trained with cross-entropy on the answer tokens only.
 

@@ -183,12 +183,15 @@ def _version(package: str) -> str | None:
 
 
 def _git_commit() -> str | None:
-    """Short HEAD commit, with "+changes" when tracked files differ from it."""
+    """Short HEAD commit, with "+changes" when tracked files differ from it — the results
+    under bench/results/ aside: a run rewrites them as it goes."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True
         )
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO_DIR).returncode
+        dirty = subprocess.run(
+            ["git", "diff", "--quiet", "HEAD", "--", ".", ":(exclude)bench/results"], cwd=REPO_DIR
+        ).returncode
     except OSError:
         return None
     commit = head.stdout.strip()

@@ -123,6 +123,9 @@ phase[0] = "idle"
 mark("built algo")
 learner = algo.local_learner
 n_params = sum(p.numel() for p in learner.module["default_policy"].parameters())
+n_trainable = sum(
+    p.numel() for p in learner.module["default_policy"].parameters() if p.requires_grad
+)
 print(
     "learner params", n_params, "dtype", next(learner.module["default_policy"].parameters()).dtype
 )
@@ -138,6 +141,7 @@ summary = {
     "training_overrides": json.loads(ARGS.training),
     "train_seconds": train_s,
     "params": n_params,
+    "trainable_params": n_trainable,
     "load_avg": os.getloadavg(),
     "k15": {k: v for k, v in k15.items() if isinstance(v, (int, float))},
     "env_runners": {k: v for k, v in envr.items() if isinstance(v, (int, float))},

@@ -59,6 +59,7 @@ BENCHMARKS = (
     Benchmark("padding_free", "learner tokens/s with and without padding-free batches", 13, 20),
     Benchmark("verifier_throughput", "math and code verifications/s", 0.5, 3),
     Benchmark("partial_rollouts", "partial vs whole rollouts on a heavy-tailed mix", 3.5, 7),
+    Benchmark("async_rollouts", "overlapped vs synchronous generation and training", 7, 12),
     Benchmark("zero_memory", "ZeRO-0 vs ZeRO-3 per-learner memory", 4, 7),
     Benchmark("serve_throughput", "k15 serve tokens/s and latency vs offline vLLM", 3, 8),
 )  # fmt: skip

@@ -97,7 +97,8 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             lr_scheduler_type="constant",  # ours: constant lr (TRL's default decays linearly)
             temperature=1.0,
             top_p=1.0,
-            use_vllm=False,
+            use_vllm=args.use_vllm,  # True: TRL's colocated vLLM (vllm_mode="colocate")
+            vllm_mode="colocate",
             bf16=bf16,
             gradient_checkpointing=False,
             shuffle_dataset=False,
@@ -140,6 +141,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=3, help="optimizer steps")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    parser.add_argument("--use-vllm", action="store_true", help="TRL's colocated vLLM route")
     parser.add_argument("--child-out", default=None, help="write the JSON result here")
     parser.add_argument("--lockstep-fds", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -53,6 +53,11 @@ TRAIN_TOKENS_PER_S = "train_tokens_per_s"
 WEIGHT_SYNC_SECONDS = "weight_sync_seconds"  # learner -> engines (also an EnvRunner metric)
 ENV_RUNNER_SHARDS_REDONE = "env_runner_shards_redone"  # lifetime; restarts: fault_tolerance
 ENV_RUNNERS_HUNG = "env_runners_hung"  # lifetime: runners killed for missing the deadline
+# async_rollouts (rllib_k15.algorithm.async_rollouts): of the batch trained this iteration
+ASYNC_STALENESS = "async/staleness"  # learner updates between its sampling policy and now
+ASYNC_SAMPLING_WALL_SECONDS = "async/sampling_wall_seconds"  # its sampling, start to end
+ASYNC_OVERLAP_FRACTION = "async/overlap_fraction"  # of that, spent beside a learner update
+ASYNC_WAIT_SECONDS = "async/wait_seconds"  # the driver's wait for it after the update
 
 # ------------------------------------------------ held-out evaluation (EVAL_RESULTS)
 PASS_AT_1 = "pass_at_1"

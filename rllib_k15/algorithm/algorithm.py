@@ -38,6 +38,7 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from rllib_k15.algorithm.async_rollouts import AsyncRolloutsMixin
 from rllib_k15.algorithm.batching import build_train_batch
 from rllib_k15.algorithm.config import K15Config
 from rllib_k15.algorithm.sharding import (
@@ -71,11 +72,12 @@ from rllib_k15.sampling.strategies import SamplingConfig
 
 PROBLEM_BUFFER_STATE = "problem_buffer"
 PARTIAL_ROLLOUTS_STATE = "partial_rollouts"  # the GroupStore of unfinished responses
+ASYNC_ROLLOUTS_STATE = "async_rollouts"  # the draw of the sampling in flight (async_rollouts)
 # SAMPLING_SECONDS is this iteration's sampling wall time; GENERATION_SECONDS and
 # SCORING_SECONDS are summed over EnvRunners (parallel remote runners: > wall time)
 
 
-class K15MirrorDescent(Algorithm):
+class K15MirrorDescent(AsyncRolloutsMixin, Algorithm):
     @classmethod
     def get_default_config(cls) -> K15Config:
         return K15Config()
@@ -99,6 +101,7 @@ class K15MirrorDescent(Algorithm):
                 cfg.partial_rollout_max_groups or cfg.problems_per_iteration * segments,
                 cfg.samples_per_problem,
             )
+        self._async_setup()
 
     # ------------------------------------------------------------------ accessors
     @property
@@ -123,7 +126,10 @@ class K15MirrorDescent(Algorithm):
         iteration = self.training_iteration
         start = time.perf_counter()
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            if self.partial_groups is None:
+            if cfg.async_rollouts:  # sampled while the last update ran (async_rollouts.py)
+                indices, rollouts, runner_metrics = self._take_async_rollouts(iteration)
+                sampled = rollouts
+            elif self.partial_groups is None:
                 indices = self.problem_buffer.sample(cfg.problems_per_iteration, iteration)
                 rollouts, runner_metrics = self._sample(indices, iteration)
                 sampled = rollouts
@@ -154,6 +160,8 @@ class K15MirrorDescent(Algorithm):
         if not rollouts:  # partial rollouts: no group complete yet; the weights stay π_θi
             self._maybe_evaluate(iteration)
             return
+        if cfg.async_rollouts:  # iteration i+1 samples with θ_i during this update
+            self._start_async_rollouts(iteration + 1)
 
         weight = length_penalty_weight(
             iteration, cfg.length_penalty_warmup_iters, cfg.length_penalty_weight
@@ -190,6 +198,10 @@ class K15MirrorDescent(Algorithm):
                 },
             )
             train_seconds = time.perf_counter() - start
+        self._update_window, self._policy_version = (
+            (start, start + train_seconds),
+            self._policy_version + 1,
+        )
         self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         n_train_tokens = float(columns["loss_mask"].sum())
         self.metrics.log_value(
@@ -198,13 +210,15 @@ class K15MirrorDescent(Algorithm):
         # this iteration's seconds (RLlib's TIMERS are EMAs with coefficient 0.01)
         self.metrics.log_value((K15_RESULTS, LEARNER_UPDATE_SECONDS), train_seconds, window=1)
 
-        with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
-            start = time.perf_counter()
-            self.env_runner_group.sync_weights(
-                from_worker_or_learner_group=self.learner_group, inference_only=True
-            )
-        sync_seconds = time.perf_counter() - start
-        self.metrics.log_value((K15_RESULTS, WEIGHT_SYNC_SECONDS), sync_seconds, window=1)
+        if not cfg.async_rollouts:  # async: the next take syncs, once nothing is in flight
+            with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
+                start = time.perf_counter()
+                self.env_runner_group.sync_weights(
+                    from_worker_or_learner_group=self.learner_group, inference_only=True
+                )
+            self._engine_version = self._policy_version
+            sync_seconds = time.perf_counter() - start
+            self.metrics.log_value((K15_RESULTS, WEIGHT_SYNC_SECONDS), sync_seconds, window=1)
 
         self._maybe_evaluate(iteration)
 
@@ -258,6 +272,23 @@ class K15MirrorDescent(Algorithm):
         problem -> unfinished responses) one segment per response (``sample_segments``);
         the returned items are then finished Rollouts and unfinished PartialRollouts.
         ``round_`` > 0: an extra sampling round of the iteration (its own seeds)."""
+        rollouts, metrics, redone, hung = self._sample_on_runners(
+            indices, iteration, continuations, round_
+        )
+        self._log_shard_faults(redone, hung)
+        return rollouts, metrics
+
+    def _log_shard_faults(self, redone: int, hung: int) -> None:
+        self.metrics.log_value(
+            (K15_RESULTS, ENV_RUNNER_SHARDS_REDONE), redone, reduce="lifetime_sum"
+        )
+        self.metrics.log_value((K15_RESULTS, ENV_RUNNERS_HUNG), hung, reduce="lifetime_sum")
+
+    def _sample_on_runners(
+        self, indices: list[int], iteration: int, continuations: dict | None = None, round_: int = 0
+    ) -> tuple[list, list, int, int]:
+        """``_sample``'s work without touching the metrics logger (the async thread runs it):
+        (rollouts, runner metrics, shards redone, runners hung)."""
         group = self.env_runner_group
         seed = self.config.seed or 0
 
@@ -270,7 +301,7 @@ class K15MirrorDescent(Algorithm):
 
         if group.num_remote_env_runners() == 0:
             rollouts, metrics = call(self.env_runner, 0, list(indices))
-            return rollouts, [metrics]
+            return rollouts, [metrics], 0, 0
         n_shards = max(1, group.num_healthy_remote_workers())
         shards = [list(map(int, s)) for s in np.array_split(indices, n_shards)]
         run = sample_shards(
@@ -282,11 +313,8 @@ class K15MirrorDescent(Algorithm):
             deadline_s=self._sample_deadline_s(max(len(s) for s in shards)),
             kill=lambda ids: kill_env_runners(group, ids),
         )
-        self.metrics.log_value(
-            (K15_RESULTS, ENV_RUNNER_SHARDS_REDONE), run.redone, reduce="lifetime_sum"
-        )
-        self.metrics.log_value((K15_RESULTS, ENV_RUNNERS_HUNG), run.hung, reduce="lifetime_sum")
-        return [r for rs, _ in run.results for r in rs], [m for _, m in run.results]
+        rollouts = [r for rs, _ in run.results for r in rs]
+        return rollouts, [m for _, m in run.results], run.redone, run.hung
 
     def _sample_deadline_s(self, problems_per_shard: int) -> float | None:
         """``env_runner_sample_timeout_s``: a number, None (no deadline) or "auto" — derived
@@ -301,8 +329,9 @@ class K15MirrorDescent(Algorithm):
     def restore_env_runners(self, env_runner_group) -> list[int]:
         """RLlib's restore plus the learner's weights: a restarted runner's engine starts
         from the base model, and the local runner's state RLlib copies holds no weights."""
-        restored = super().restore_env_runners(env_runner_group)
-        if restored:
+        with self._restore_lock:
+            restored = super().restore_env_runners(env_runner_group)
+        if restored and not self._push_engine_weights(restored):  # async: the engines' θ
             env_runner_group.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
                 to_worker_indices=restored,
@@ -313,6 +342,9 @@ class K15MirrorDescent(Algorithm):
     def evaluate_held_out(self) -> dict[str, float]:
         """Held-out Pass@1 with the current weights (see ``eval_*`` config fields)."""
         cfg = self.config
+        if cfg.async_rollouts:  # wait for the sampling in flight, then send the learner's θ
+            self._settle_async_rollouts()
+            self._sync_engines()
         kwargs = {
             "num_problems": cfg.eval_problems,
             "samples": cfg.eval_samples,
@@ -330,6 +362,8 @@ class K15MirrorDescent(Algorithm):
         state[PROBLEM_BUFFER_STATE] = self.problem_buffer.get_state()
         if self.partial_groups is not None:
             state[PARTIAL_ROLLOUTS_STATE] = self.partial_groups.get_state()
+        if self.config.async_rollouts:
+            state[ASYNC_ROLLOUTS_STATE] = self._async_state()
         return state
 
     def set_state(self, state) -> None:
@@ -344,6 +378,12 @@ class K15MirrorDescent(Algorithm):
             self.problem_buffer.set_state(state[PROBLEM_BUFFER_STATE])
         if saved is not None and self.partial_groups is not None:
             self.partial_groups.set_state(saved)
+        self._set_async_state(state.get(ASYNC_ROLLOUTS_STATE))
+
+    def cleanup(self) -> None:
+        if getattr(self, "_in_flight", None) is not None:
+            self._in_flight.close()  # no sampling thread may outlive the runners
+        super().cleanup()
 
 
 def even_minibatch_size(n_rows: int, minibatch_size: int) -> int:

@@ -17,6 +17,7 @@ from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.rllib.utils.from_config import _NotProvided as NotProvidedType
 
+from rllib_k15.algorithm.async_rollouts import async_rollout_errors
 from rllib_k15.algorithm.k15_fields import K15Fields
 from rllib_k15.algorithm.lora import lora_errors
 from rllib_k15.core.losses import LogprobReduction, LossAggregation, LossType
@@ -74,6 +75,7 @@ class K15Config(AlgorithmConfig):
     max_response_tokens: int
     dynamic_sampling: bool
     dynamic_sampling_max_rounds: int
+    async_rollouts: bool
     mask_truncated_responses: bool
     overlong_buffer_tokens: int
     overlong_penalty_weight: float
@@ -148,6 +150,7 @@ class K15Config(AlgorithmConfig):
         max_response_tokens: int | NotProvidedType = NotProvided,
         dynamic_sampling: bool | NotProvidedType = NotProvided,
         dynamic_sampling_max_rounds: int | NotProvidedType = NotProvided,
+        async_rollouts: bool | NotProvidedType = NotProvided,
         mask_truncated_responses: bool | NotProvidedType = NotProvided,
         overlong_buffer_tokens: int | NotProvidedType = NotProvided,
         overlong_penalty_weight: float | NotProvidedType = NotProvided,
@@ -473,6 +476,7 @@ def _field_errors(c: K15Config):
         yield f"`repeat_penalty` ({c.repeat_penalty!r}) must be a number >= 0"
     yield from _overlong_errors(c)
     yield from _dynamic_sampling_errors(c)
+    yield from async_rollout_errors(c)
     yield from lora_errors(c.lora)
     if c.lora and c.deepspeed is not None:
         yield "`lora` does not work with `deepspeed` yet: use full fine-tuning there"

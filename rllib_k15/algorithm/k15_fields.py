@@ -146,6 +146,18 @@ class K15Fields:
         default=3,
         metadata={"help": "Extra sampling rounds per iteration that `dynamic_sampling` may use."},
     )
+    async_rollouts: bool = field(
+        default=False,
+        metadata={
+            "help": "Overlap generation and training (rllib_k15.algorithm.async_rollouts): the "
+            "remote EnvRunners sample iteration i+1 with θ_i while the learner trains on "
+            "iteration i's batch, so every batch after the first is one policy version old "
+            "(metric `async/staleness`). The OPMD reference stays the learner's current policy "
+            "(`reference_logprobs: engine` anchors to the sampler instead). Needs "
+            "`num_env_runners` >= 1; not with partial rollouts or dynamic sampling. Pays where "
+            "runners and learners have their own devices; on shared CPU cores it buys little."
+        },
+    )
     mask_truncated_responses: bool = field(
         default=False,
         metadata={

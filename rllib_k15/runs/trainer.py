@@ -34,6 +34,9 @@ SHOWN_METRICS = {
     "gen_tok/s": (n.ENV_RUNNER_RESULTS, n.GENERATION_TOKENS_PER_S),
     "train_tok/s": (n.K15_RESULTS, n.TRAIN_TOKENS_PER_S),
     "runner_restarts": (n.FAULT_TOLERANCE_RESULTS, "num_remote_worker_restarts"),  # RLlib's
+    "trained": (n.K15_RESULTS, n.NUM_RESPONSES),  # responses in the loss this iteration
+    "signal": (n.K15_RESULTS, n.GROUPS_WITH_SIGNAL_FRAC),  # of their groups: rewards differ
+    "filtered": (n.K15_RESULTS, n.DYNAMIC_FILTERED_FRAC),  # dynamic sampling's dropped share
 }
 
 

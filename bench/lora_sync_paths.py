@@ -34,10 +34,6 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process: relo
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _reload(worker, items) -> None:
-    worker.model_runner.reload_weights(weights_iterator=iter(items), is_checkpoint_format=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     import torch
     from vllm import LLM, SamplingParams
@@ -45,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.common import Row, add_common_args, arithmetic_prompts, write_result
     from rllib_k15.algorithm.lora import apply_lora, merged_hf_state_dict
+    from rllib_k15.engine.vllm_engine import _reload_weights  # the engine's in-place reload
     from rllib_k15.models import load_hf_model, load_tokenizer, resolve_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -84,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         merged = merged_hf_state_dict(policy)
         for _ in range(args.repeats):
             start = time.perf_counter()
-            llm.collective_rpc(_reload, args=(list(merged.items()),))
+            llm.collective_rpc(_reload_weights, args=(list(merged.items()),))
             llm.reset_prefix_cache()
             merged_s.append(time.perf_counter() - start)
         by_weights = llm.generate(prompts, greedy, use_tqdm=False)

@@ -339,8 +339,11 @@ def run_module(
 
 
 def log_path(name: str, quick: bool) -> Path:
-    """Where a benchmark's child processes write their (verbose) output."""
-    return result_path(name, quick).with_suffix(".log")
+    """Where a benchmark's child processes write their (verbose) output (the folder is made:
+    ``bench/results/quick/`` does not exist in a fresh clone)."""
+    path = result_path(name, quick).with_suffix(".log")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 # ---------------------------------------------------------------------------- workload

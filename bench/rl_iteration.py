@@ -26,7 +26,8 @@ The two sides run in lockstep (:mod:`bench.lockstep`): both processes stay alive
 turns, one iteration (optimizer step) each, so each pair is timed under the same machine
 load (``--no-lockstep``: one side after the other). The first iteration of each side is a
 warm-up — it starts vLLM; TRL allocates — and is excluded; the ratio is the median of the
-per-pair ratios. The split of
+per-pair ratios. After the last pair ours takes one turn more, the isolated weight-sync
+measurement, while the TRL process waits idle on its pipe. The split of
 our time comes from the algorithm's metrics: generation and scoring (EnvRunner),
 reference log-probs (timed by :class:`TimedLearner`), training = learner update − ref,
 weight sync, and "other" = the rest of the iteration (batching, RLlib bookkeeping).
@@ -173,7 +174,9 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
                 "response_tokens_mean": _get(result, "k15", "response_tokens_mean"),
             })  # fmt: skip
             print(f"[{NAME}] ours iteration {i}: {wall:.1f} s", flush=True)
+        lock.wait()  # an extra turn of its own: the other side sits idle (bench.trl_grpo)
         sync = measure_weight_sync(algo, repeats=2 if args.quick else 3)
+        lock.report({"weight_sync_seconds": sync["sync_seconds_median"]})
     finally:
         algo.stop()
     return {"iterations": iterations, "weight_sync": sync}
@@ -286,7 +289,9 @@ def main() -> None:
         if args.lockstep and len(sides) > 1:
             print(f"[{NAME}] {' and '.join(sides)} in lockstep ...", flush=True)
             env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-            _, codes = run_lockstep(commands, args.iterations, cwd=REPO_DIR, env=env, log=log)
+            # + 1 turn: our isolated weight-sync measurement while TRL waits idle
+            rounds = args.iterations + 1
+            _, codes = run_lockstep(commands, rounds, cwd=REPO_DIR, env=env, log=log)
         else:
             codes = {}
             for side in sides:

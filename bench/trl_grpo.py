@@ -119,6 +119,10 @@ def run_trl(args: argparse.Namespace) -> dict[str, Any]:
             callbacks=[StepClock()],
         )
         trainer.train()
+    # in lockstep: sit idle through the other side's extra turn (rl_iteration measures the
+    # weight sync there), so that measurement does not share the cores with a TRL step
+    lock.wait()
+    lock.report({"idle": True})
     for i, s in enumerate(steps):
         print(f"[rl_iteration] TRL step {i}: {s:.1f} s", flush=True)
     key = "completions/mean_length"

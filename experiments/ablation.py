@@ -137,6 +137,14 @@ EXPERIMENTS = {
         },
         iterations=6,
     ),
+    "muon_update_rms": Experiment(
+        "AdamW vs Muon with step RMS 1.0 x lr, SmolLM2-135M, 1-digit addition, test split",
+        {
+            "AdamW": "tuned_examples/ablations/options_adamw_smollm2.yaml",
+            "Muon RMS 1.0": "tuned_examples/ablations/options_muon_rms1_smollm2.yaml",
+        },
+        iterations=6,
+    ),
 }
 
 

@@ -335,3 +335,15 @@ def test_soak_plateau_slope_tells_a_filling_cache_from_a_leak():
     leaking = [5700 + 3.0 * i + (400 if i % 10 == 0 else 0) for i in iterations]
     assert abs(plateau_slope(iterations, levelled, 10)) < 0.5
     assert abs(plateau_slope(iterations, leaking, 10) - 3.0) < 1e-6
+
+
+def test_log_path_makes_the_quick_folder(tmp_path, monkeypatch):
+    """A fresh clone has no bench/results/quick/: a --quick lockstep run used to fail
+    opening its log there."""
+    import bench.common as common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    path = common.log_path("rl_iteration", quick=True)
+    assert path == tmp_path / "results" / "quick" / "rl_iteration.log"
+    assert path.parent.is_dir()
+    path.open("a").close()

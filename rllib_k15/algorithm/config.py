@@ -92,6 +92,7 @@ class K15Config(AlgorithmConfig):
     attn_implementation: str | None
     lora: dict[str, Any] | None
     optimizer: str
+    muon_update_rms: float
     weight_decay: float
     adam_betas: tuple[float, float]
     reference_logprobs: str
@@ -167,6 +168,7 @@ class K15Config(AlgorithmConfig):
         attn_implementation: str | None | NotProvidedType = NotProvided,
         lora: dict[str, Any] | None | NotProvidedType = NotProvided,
         optimizer: str | NotProvidedType = NotProvided,
+        muon_update_rms: float | NotProvidedType = NotProvided,
         weight_decay: float | NotProvidedType = NotProvided,
         adam_betas: tuple[float, float] | NotProvidedType = NotProvided,
         reference_logprobs: str | NotProvidedType = NotProvided,
@@ -484,6 +486,8 @@ def _field_errors(c: K15Config):
         yield f"`optimizer` ({c.optimizer!r}) must be 'adamw' or 'muon'"
     elif c.optimizer == "muon" and c.deepspeed is not None:
         yield "`optimizer` 'muon' does not work with `deepspeed` (it builds its own optimizer)"
+    if not isinstance(c.muon_update_rms, (int, float)) or not c.muon_update_rms > 0:
+        yield f"`muon_update_rms` ({c.muon_update_rms!r}) must be a number > 0"
     if c.loss_aggregation != LossAggregation.SEQ_MEAN_TOKEN_MEAN.value and c.loss != "grpo":
         yield (
             f"`loss_aggregation` ({c.loss_aggregation!r}) applies to the token-level loss "

@@ -290,6 +290,17 @@ class K15Fields:
             "Not with `deepspeed` (DeepSpeed builds its own optimizer)."
         },
     )
+    muon_update_rms: float = field(
+        default=0.2,
+        metadata={
+            "help": "`optimizer: muon` only: the RMS of a Muon step per entry, in units of `lr` "
+            "(Muon's lr = lr * muon_update_rms / 0.2 with torch's `match_rms_adamw`). 0.2 is "
+            "Kimi's match to AdamW's typical update RMS over a long run; right after an "
+            "optimizer reset AdamW's steps have RMS ~1 x lr, so with "
+            "`reset_optimizer_each_iteration` and few steps per iteration 1.0 moves the hidden "
+            "matrices as far as AdamW does. The AdamW groups keep `lr`."
+        },
+    )
     weight_decay: float = field(
         default=0.0,
         metadata={

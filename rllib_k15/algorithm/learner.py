@@ -118,6 +118,19 @@ def muon_param_split(named_params) -> tuple[list, list]:
     return muon, adamw
 
 
+def muon_lr(lr, update_rms: float):
+    """Muon's learning rate for a step of RMS ``update_rms · lr`` per entry.
+
+    torch's ``adjust_lr_fn="match_rms_adamw"`` scales the orthogonalised update O (RMS
+    1/sqrt(max(A, B))) by 0.2 · sqrt(max(A, B)), so ΔW = lr_muon · 0.2 · sqrt(max(A, B)) · O
+    has RMS 0.2 · lr_muon; lr_muon = lr · update_rms / 0.2 gives RMS update_rms · lr.
+    ``lr`` may be RLlib's schedule ``[[timestep, lr], ...]``: every lr is scaled."""
+    scale = update_rms / 0.2
+    if isinstance(lr, (list, tuple)):
+        return [[timestep, value * scale] for timestep, value in lr]
+    return lr * scale
+
+
 class K15TorchLearner(TorchLearner):
     """TorchLearner whose module is a :class:`CausalLMRLModule`."""
 
@@ -133,18 +146,20 @@ class K15TorchLearner(TorchLearner):
             muon, adamw = muon_param_split(lm.named_parameters())
             groups = {"muon": muon, "adamw": adamw}
         for name, group in groups.items():
+            group_lr = config.lr
             if name == "muon":
                 # Kimi's Muon recipe: the update's RMS matched to AdamW's (0.2 · lr), so the
-                # AdamW learning rate and weight decay carry over unchanged
+                # AdamW learning rate and weight decay carry over; `muon_update_rms` rescales
+                group_lr = muon_lr(config.lr, config.muon_update_rms)
                 optimizer = torch.optim.Muon(
-                    group, lr=config.lr, weight_decay=config.weight_decay,
-                    adjust_lr_fn="match_rms_adamw",
+                    group, lr=group_lr,
+                    weight_decay=config.weight_decay, adjust_lr_fn="match_rms_adamw",
                 )  # fmt: skip
             else:
-                optimizer = torch.optim.AdamW(group, lr=config.lr, **adamw_kwargs)
+                optimizer = torch.optim.AdamW(group, lr=group_lr, **adamw_kwargs)
             self.register_optimizer(
                 module_id=module_id, optimizer_name=name, optimizer=optimizer, params=group,
-                lr_or_lr_schedule=config.lr,
+                lr_or_lr_schedule=group_lr,
             )  # fmt: skip
 
     def build(self) -> None:

@@ -102,9 +102,46 @@ def test_muon_state_round_trips_through_a_checkpoint(peaked_tiny_model_dir, tmp_
     [
         ({"optimizer": "sgd"}, "must be 'adamw' or 'muon'"),
         ({"optimizer": "muon", "deepspeed": {"zero_stage": 2}}, "does not work with `deepspeed`"),
+        ({"optimizer": "muon", "muon_update_rms": 0}, "`muon_update_rms` \\(0\\) must be"),
     ],
 )
 def test_config_rejects_what_muon_cannot_do(kwargs, message):
     config = K15Config().environment("k15/Arithmetic-v0").training(**kwargs)
     with pytest.raises(ValueError, match=message):
         config.validate()
+
+
+def test_muon_update_rms_scales_only_the_muon_step(tiny_model_dir):
+    """`muon_update_rms: 1.0` makes Muon's step 5x the default's (RMS 1.0 vs 0.2 x lr), the
+    AdamW groups (embeddings, norms) unchanged; the scheduler keeps the scaled lr."""
+    steps = {}
+    for rms in (0.2, 1.0):
+        learner = build_learner(tiny_model_dir, optimizer="muon", weight_decay=0.0,
+                                muon_update_rms=rms)  # fmt: skip
+        lm = _lm(learner)
+        before = {n: p.detach().clone() for n, p in lm.named_parameters()}
+        update(learner, random_columns(seed=1))
+        update(learner, random_columns(seed=2))  # a second step: after RLlib's lr update
+        steps[rms] = {n: (p.detach() - before[n]).double() for n, p in lm.named_parameters()}
+        optimizers = {k.rsplit("_", 1)[-1]: o for k, o in learner._named_optimizers.items()}
+        assert optimizers["muon"].param_groups[0]["lr"] == pytest.approx(LR * rms / 0.2)
+        assert optimizers["adamw"].param_groups[0]["lr"] == pytest.approx(LR)
+    muon, _ = muon_param_split(_lm(learner).named_parameters())
+    muon_names = {n for n, p in _lm(learner).named_parameters() if any(p is q for q in muon)}
+    for name, default_step in steps[0.2].items():
+        rms_default = default_step.pow(2).mean().sqrt().item()
+        rms_scaled = steps[1.0][name].pow(2).mean().sqrt().item()
+        if name in muon_names:
+            assert rms_scaled / rms_default == pytest.approx(5.0, rel=0.25), name
+        else:
+            assert rms_scaled / rms_default == pytest.approx(1.0, rel=0.25), name
+
+
+def test_muon_lr_scales_a_schedule_too():
+    from rllib_k15.algorithm.learner import muon_lr
+
+    assert muon_lr(1e-5, 1.0) == pytest.approx(5e-5)
+    assert muon_lr([[0, 1e-4], [100, 1e-5]], 0.4) == [
+        [0, pytest.approx(2e-4)],
+        [100, pytest.approx(2e-5)],
+    ]

@@ -325,6 +325,39 @@ def test_lockstep_children_take_turns_and_a_dead_child_drops_out(tmp_path):
     assert codes == {"a": 0, "b": 0}
 
 
+def test_lockstep_extra_turn_runs_while_the_other_side_waits_idle(tmp_path):
+    """bench.rl_iteration's protocol: after the paired steps `ours` takes one turn more (the
+    weight-sync measurement) while the TRL child sits blocked in `wait()` until it is done."""
+    import os
+
+    from bench.common import REPO_DIR
+    from bench.lockstep import run_lockstep
+
+    trace = tmp_path / "trace.txt"
+    note = f"open({str(trace)!r}, 'a').write"
+    child = (
+        "import sys; from bench.lockstep import Lockstep\n"
+        "name, steps, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3]\n"
+        "lock = Lockstep(sys.argv[sys.argv.index('--lockstep-fds') + 1])\n"
+        "for i in range(steps):\n"
+        "    lock.wait()\n"
+        f"    {note}(name + str(i) + ' ')\n"
+        "    lock.report({'step': i})\n"
+        "lock.wait()\n"
+        f"{note}(name + '-' + extra + ' ')\n"
+        "lock.report({extra: True})\n"
+    )
+    commands = {
+        "ours": ["-c", child, "ours", "2", "sync"],
+        "trl": ["-c", child, "trl", "2", "idle"],
+    }
+    env = {**os.environ, "PYTHONPATH": str(REPO_DIR)}
+    reports, codes = run_lockstep(commands, rounds=3, cwd=REPO_DIR, env=env)
+    assert trace.read_text().split() == ["ours0", "trl0", "ours1", "trl1", "ours-sync", "trl-idle"]
+    assert reports["ours"][-1] == {"sync": True} and reports["trl"][-1] == {"idle": True}
+    assert codes == {"ours": 0, "trl": 0}
+
+
 def test_soak_plateau_slope_tells_a_filling_cache_from_a_leak():
     """bench.soak: memory that rises then levels off (with checkpoint-save spikes every 10
     iterations) has a flat second half; a steady leak keeps its slope."""

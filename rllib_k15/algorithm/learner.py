@@ -45,6 +45,7 @@ from rllib_k15.algorithm.loss_prep import (
     load_reference_stats,
     loss_params,
 )
+from rllib_k15.algorithm.muon import K15Muon, newton_schulz_dtype
 from rllib_k15.core.losses import (
     LossInputs,
     compute_policy_loss,
@@ -151,9 +152,9 @@ class K15TorchLearner(TorchLearner):
                 # Kimi's Muon recipe: the update's RMS matched to AdamW's (0.2 · lr), so the
                 # AdamW learning rate and weight decay carry over; `muon_update_rms` rescales
                 group_lr = muon_lr(config.lr, config.muon_update_rms)
-                optimizer = torch.optim.Muon(
-                    group, lr=group_lr,
-                    weight_decay=config.weight_decay, adjust_lr_fn="match_rms_adamw",
+                optimizer = K15Muon(
+                    group, lr=group_lr, weight_decay=config.weight_decay,
+                    adjust_lr_fn="match_rms_adamw", ns_dtype=newton_schulz_dtype(group[0].device),
                 )  # fmt: skip
             else:
                 optimizer = torch.optim.AdamW(group, lr=group_lr, **adamw_kwargs)

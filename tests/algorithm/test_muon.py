@@ -10,6 +10,7 @@ from support.learner_harness import build_learner, random_columns, update
 
 from rllib_k15.algorithm.config import K15Config
 from rllib_k15.algorithm.learner import muon_param_split
+from rllib_k15.algorithm.muon import newton_schulz_dtype
 
 LR = 1e-3  # build_learner's
 
@@ -126,6 +127,8 @@ def test_muon_update_rms_scales_only_the_muon_step(tiny_model_dir):
         optimizers = {k.rsplit("_", 1)[-1]: o for k, o in learner._named_optimizers.items()}
         assert optimizers["muon"].param_groups[0]["lr"] == pytest.approx(LR * rms / 0.2)
         assert optimizers["adamw"].param_groups[0]["lr"] == pytest.approx(LR)
+        # Newton-Schulz in bf16 only where bf16 is native (else fp32: rllib_k15.algorithm.muon)
+        assert optimizers["muon"].ns_dtype == newton_schulz_dtype("cpu")
     muon, _ = muon_param_split(_lm(learner).named_parameters())
     muon_names = {n for n, p in _lm(learner).named_parameters() if any(p is q for q in muon)}
     for name, default_step in steps[0.2].items():

@@ -286,7 +286,8 @@ class K15Fields:
             "help": "`adamw`, or `muon`: torch.optim.Muon (Newton-Schulz orthogonalised "
             "momentum) on the 2-D hidden weights with the update RMS matched to AdamW's, AdamW "
             "on embeddings, head and norms (rllib_k15.algorithm.learner.muon_param_split), so "
-            "`lr` and `weight_decay` carry over. `reset_optimizer_each_iteration` resets both. "
+            "`lr` and `weight_decay` carry over; Newton-Schulz in bf16 where bf16 is native, "
+            "else fp32 (rllib_k15.algorithm.muon). `reset_optimizer_each_iteration` resets both. "
             "Not with `deepspeed` (DeepSpeed builds its own optimizer)."
         },
     )

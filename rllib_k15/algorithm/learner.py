@@ -45,7 +45,7 @@ from rllib_k15.algorithm.loss_prep import (
     load_reference_stats,
     loss_params,
 )
-from rllib_k15.algorithm.muon import K15Muon, newton_schulz_dtype
+from rllib_k15.algorithm.muon import K15Muon, muon_lr, newton_schulz_dtype
 from rllib_k15.core.losses import (
     LossInputs,
     compute_policy_loss,
@@ -117,19 +117,6 @@ def muon_param_split(named_params) -> tuple[list, list]:
         matrix = param.ndim == 2 and "embed" not in name and "lm_head" not in name
         (muon if matrix else adamw).append(param)
     return muon, adamw
-
-
-def muon_lr(lr, update_rms: float):
-    """Muon's learning rate for a step of RMS ``update_rms · lr`` per entry.
-
-    torch's ``adjust_lr_fn="match_rms_adamw"`` scales the orthogonalised update O (RMS
-    1/sqrt(max(A, B))) by 0.2 · sqrt(max(A, B)), so ΔW = lr_muon · 0.2 · sqrt(max(A, B)) · O
-    has RMS 0.2 · lr_muon; lr_muon = lr · update_rms / 0.2 gives RMS update_rms · lr.
-    ``lr`` may be RLlib's schedule ``[[timestep, lr], ...]``: every lr is scaled."""
-    scale = update_rms / 0.2
-    if isinstance(lr, (list, tuple)):
-        return [[timestep, value * scale] for timestep, value in lr]
-    return lr * scale
 
 
 class K15TorchLearner(TorchLearner):

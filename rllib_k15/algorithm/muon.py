@@ -15,7 +15,7 @@ import math
 
 import torch
 
-__all__ = ["K15Muon", "adjusted_lr", "newton_schulz", "newton_schulz_dtype"]
+__all__ = ["K15Muon", "adjusted_lr", "muon_lr", "newton_schulz", "newton_schulz_dtype"]
 
 
 def newton_schulz_dtype(device: torch.device | str) -> torch.dtype:
@@ -51,6 +51,19 @@ def newton_schulz(
         poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)
         x = torch.addmm(x, poly, x, beta=a)
     return x.T if tall else x
+
+
+def muon_lr(lr, update_rms: float):
+    """Muon's learning rate for a step of RMS ``update_rms · lr`` per entry.
+
+    torch's ``adjust_lr_fn="match_rms_adamw"`` scales the orthogonalised update O (RMS
+    1/sqrt(max(A, B))) by 0.2 · sqrt(max(A, B)), so ΔW = lr_muon · 0.2 · sqrt(max(A, B)) · O
+    has RMS 0.2 · lr_muon; lr_muon = lr · update_rms / 0.2 gives RMS update_rms · lr.
+    ``lr`` may be RLlib's schedule ``[[timestep, lr], ...]``: every lr is scaled."""
+    scale = update_rms / 0.2
+    if isinstance(lr, (list, tuple)):
+        return [[timestep, value * scale] for timestep, value in lr]
+    return lr * scale
 
 
 def adjusted_lr(lr: float, adjust_lr_fn: str | None, shape: torch.Size) -> float:

@@ -141,7 +141,7 @@ def test_muon_update_rms_scales_only_the_muon_step(tiny_model_dir):
 
 
 def test_muon_lr_scales_a_schedule_too():
-    from rllib_k15.algorithm.learner import muon_lr
+    from rllib_k15.algorithm.muon import muon_lr
 
     assert muon_lr(1e-5, 1.0) == pytest.approx(5e-5)
     assert muon_lr([[0, 1e-4], [100, 1e-5]], 0.4) == [

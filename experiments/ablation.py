@@ -137,6 +137,16 @@ EXPERIMENTS = {
         },
         iterations=6,
     ),
+    "overlong": Experiment(
+        "Kimi length reward alone vs + DAPO overlong handling, 64-token budget, test split",
+        {
+            "length reward": "tuned_examples/ablations/budget64_addition_smollm2.yaml",
+            "DAPO overlong": "tuned_examples/ablations/overlong_budget64_addition_smollm2.yaml",
+        },
+        iterations=12,
+        mark_iteration=5.5,
+        mark_label="length reward on",
+    ),
     "muon_update_rms": Experiment(
         "AdamW vs Muon with step RMS 1.0 x lr, SmolLM2-135M, 1-digit addition, test split",
         {

@@ -67,6 +67,21 @@ SPLIT_ARMS = {  # the split-footing ablations: the one field each changes from t
 }
 
 
+def test_overlong_arm_adds_only_the_dapo_options_to_the_64_token_run() -> None:
+    from omegaconf import OmegaConf
+
+    root = Path(__file__).resolve().parents[1] / "tuned_examples/ablations"
+    base = OmegaConf.to_container(OmegaConf.load(root / "budget64_addition_smollm2.yaml"))
+    arm = OmegaConf.to_container(OmegaConf.load(root / "overlong_budget64_addition_smollm2.yaml"))
+    assert {k: v for k, v in arm.items() if k != "training"} == {
+        k: v for k, v in base.items() if k != "training"
+    }
+    a, b = base["training"], arm["training"]
+    assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
+        "mask_truncated_responses", "overlong_buffer_tokens", "overlong_penalty_weight"
+    }
+
+
 @pytest.mark.parametrize("arm", sorted(SPLIT_ARMS))
 def test_split_ablation_arms_change_only_their_field(arm: str) -> None:
     from omegaconf import OmegaConf

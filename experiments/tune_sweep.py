@@ -8,6 +8,16 @@ trial gives the cell's Pass@1 and mean response tokens::
     python experiments/tune_sweep.py --taus 0.03 0.3 --warmups 0 4 --iterations 6 --eval-interval 3
     python experiments/tune_sweep.py --config tuned_examples/quickstart_smollm2.yaml \\
         --out docs/results/tune_tau_warmup_quick
+    python experiments/tune_sweep.py \\
+        --config tuned_examples/ablations/budget64_addition_smollm2.yaml \\
+        --taus 0.01 0.1 1 --warmups 0 3 6 --scheduler asha --grace-period 3 \\
+        --out docs/results/tune_asha_tau_warmup           # ASHA stops weak cells early
+
+With ``--scheduler asha`` Tune's ``ASHAScheduler`` compares the trials' held-out Pass@1 at
+iterations ``grace * rf^k`` (multiples of ``eval_interval``, so every rung is an evaluated
+iteration) and stops those below the top ``1/rf`` seen at that rung so far. A stopped cell's
+Pass@1 is from an earlier iteration than a finished one's: the table says which iteration
+each number comes from, and the best cell is chosen among the trials that finished.
 
 Writes ``<out>/cells.json`` (one record per trial), ``<out>/table.md`` and
 ``<out>/heatmap.png``. Trials run one at a time (``max_concurrent_trials``); on a cluster
@@ -29,22 +39,91 @@ import json
 import math
 from pathlib import Path
 
-from rllib_k15.metric_names import EVAL_RESULTS, PASS_AT_1, RESPONSE_TOKENS_MEAN
+from rllib_k15.metric_names import (
+    EVAL_RESULTS,
+    PASS_AT_1,
+    PASS_AT_1_HIGH,
+    PASS_AT_1_LOW,
+    RESPONSE_TOKENS_MEAN,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def evaluations(history: list[dict]) -> list[dict[str, float | None]]:
+    """Every held-out evaluation in a trial's results: iteration, Pass@1 (with its 95 %
+    bootstrap interval over problems where the result has one) and mean tokens."""
+    found = []
+    for result in history:
+        held_out = result.get(EVAL_RESULTS) or {}
+        if _number(held_out.get(PASS_AT_1)) is None:
+            continue
+        row = {
+            "iteration": result.get("training_iteration"),
+            "pass_at_1": float(held_out[PASS_AT_1]),
+            "tokens": _number(held_out.get(RESPONSE_TOKENS_MEAN)),
+        }
+        for key in (PASS_AT_1_LOW, PASS_AT_1_HIGH):
+            if _number(held_out.get(key)) is not None:
+                row[key] = float(held_out[key])
+        found.append(row)
+    return found
+
+
 def last_evaluation(history: list[dict]) -> dict[str, float | None]:
     """Pass@1 and tokens of the last iteration that evaluated, from a trial's results."""
-    for result in reversed(history):
-        held_out = result.get(EVAL_RESULTS) or {}
-        if _number(held_out.get(PASS_AT_1)) is not None:
-            return {
-                "iteration": result.get("training_iteration"),
-                "pass_at_1": held_out[PASS_AT_1],
-                "tokens": _number(held_out.get(RESPONSE_TOKENS_MEAN)),
-            }
-    return {"iteration": None, "pass_at_1": None, "tokens": None}
+    found = evaluations(history)
+    if not found:
+        return {"iteration": None, "pass_at_1": None, "tokens": None}
+    return {key: found[-1][key] for key in ("iteration", "pass_at_1", "tokens")}
+
+
+def asha_rungs(grace_period: int, reduction_factor: int, max_t: int) -> list[int]:
+    """The iterations where ASHA compares trials: ``grace · rf^k < max_t`` (Tune's rungs;
+    the trials still running at ``max_t`` simply finish)."""
+    rungs, t = [], grace_period
+    while t < max_t:
+        rungs.append(t)
+        t *= reduction_factor
+    return rungs
+
+
+def asha_scheduler(iterations: int, eval_interval: int, grace_period: int, reduction_factor: int):
+    """Tune's ``ASHAScheduler`` on the held-out Pass@1 (``k15_eval/pass_at_1``, maximised).
+
+    Raises ``ValueError`` unless every rung is an evaluated iteration: ``grace_period`` a
+    multiple of ``eval_interval`` and ``reduction_factor`` an integer ≥ 2.
+
+    K15MirrorDescent reports ``k15_eval`` only on evaluated iterations. ASHA skips a result
+    without its metric, but Tune's strict metric check would end the sweep at iteration 1,
+    so this turns that check off (``TUNE_DISABLE_STRICT_METRIC_CHECKING``) for the driver.
+    """
+    import os
+
+    from ray.tune.schedulers import ASHAScheduler
+
+    if grace_period < 1 or grace_period % eval_interval or reduction_factor < 2:
+        raise ValueError(
+            f"--grace-period ({grace_period}) must be a positive multiple of eval_interval "
+            f"({eval_interval}) and --reduction-factor ({reduction_factor}) at least 2, so "
+            "that every ASHA rung is an evaluated iteration"
+        )
+    os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        metric=f"{EVAL_RESULTS}/{PASS_AT_1}",
+        mode="max",
+        max_t=iterations,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
+
+
+def best_finished_cell(cells: list[dict], iterations: int) -> dict | None:
+    """The highest last Pass@1 among the cells that ran all ``iterations`` (a cell ASHA
+    stopped early was measured earlier in training and is not comparable)."""
+    finished = [c for c in cells if c.get("iteration") == iterations and c["pass_at_1"] is not None]
+    return max(finished, key=lambda c: c["pass_at_1"], default=None)
 
 
 def _number(value) -> float | None:
@@ -61,8 +140,13 @@ def markdown_table(cells: list[dict]) -> str:
              "|---|---|---|---|---|"]  # fmt: skip
     for c in sorted(cells, key=lambda c: (c["tau"], c["warmup"])):
         p, t = c["pass_at_1"], c["tokens"]
+        interval = (
+            f" [{c[PASS_AT_1_LOW]:.3f}, {c[PASS_AT_1_HIGH]:.3f}]"
+            if c.get(PASS_AT_1_LOW) is not None and c.get(PASS_AT_1_HIGH) is not None
+            else ""
+        )
         lines.append(
-            f"| {c['tau']:g} | {c['warmup']} | {'-' if p is None else f'{p:.3f}'} | "
+            f"| {c['tau']:g} | {c['warmup']} | {'-' if p is None else f'{p:.3f}'}{interval} | "
             f"{'-' if t is None else f'{t:.1f}'} | {c['iteration'] or '-'} |"
         )
     return "\n".join(lines)
@@ -79,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/results/tune_tau_warmup")
     parser.add_argument("--max-concurrent", type=int, default=1)
     parser.add_argument("--resume", action="store_true", help="continue the sweep in --storage")
+    parser.add_argument("--scheduler", choices=["fifo", "asha"], default="fifo",
+                        help="fifo: every cell runs --iterations; asha: Tune's ASHAScheduler "
+                             "stops cells whose held-out Pass@1 trails at a rung")  # fmt: skip
+    parser.add_argument("--grace-period", type=int, help="ASHA's first rung (iterations); "
+                        "default eval_interval")  # fmt: skip
+    parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA keeps the top 1/rf")
+    parser.add_argument("--time-budget-s", type=float, help="Tune stops every trial after this "
+                        "many seconds (cells not reached are reported as such)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from ray import tune
@@ -96,6 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             f"--iterations ({args.iterations}) must be a multiple of eval_interval "
             f"({config.eval_interval}) so the last iteration is evaluated (--eval-interval)"
         )
+    scheduler = None
+    if args.scheduler == "asha":
+        grace = args.grace_period or config.eval_interval
+        try:
+            scheduler = asha_scheduler(
+                args.iterations, config.eval_interval, grace, args.reduction_factor
+            )
+        except ValueError as error:
+            parser.error(str(error))
+        rungs = asha_rungs(grace, args.reduction_factor, args.iterations)
+        print(f"ASHA compares the trials at iterations {rungs}")
     config.training(
         tau=tune.grid_search(args.taus),
         length_penalty_warmup_iters=tune.grid_search(args.warmups),
@@ -108,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         tuner = tune.Tuner(
             K15MirrorDescent,
             param_space=config,
-            tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent),
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=args.max_concurrent,
+                scheduler=scheduler,
+                time_budget_s=args.time_budget_s,
+            ),
             run_config=tune.RunConfig(
                 name=name,
                 storage_path=str(storage),
@@ -121,27 +228,43 @@ def main(argv: list[str] | None = None) -> int:
     for result in grid:
         frame = result.metrics_dataframe
         history = [] if frame is None else [_unflatten(r) for r in frame.to_dict("records")]
+        evaluated = evaluations(history)
         cells.append({
             "tau": result.config["tau"],
             "warmup": result.config["length_penalty_warmup_iters"],
-            **last_evaluation(history),
+            **(evaluated[-1] if evaluated else last_evaluation(history)),
+            "trained_iterations": max((r.get("training_iteration") or 0 for r in history),
+                                      default=0),
+            "evaluations": evaluated,
             "error": None if result.error is None else str(result.error),
         })  # fmt: skip
     out = ROOT / args.out
     out.mkdir(parents=True, exist_ok=True)
     (out / "cells.json").write_text(json.dumps(cells, indent=2) + "\n")
     table = markdown_table(cells)
+    best = best_finished_cell(cells, args.iterations)
+    if best is not None:
+        table += (
+            f"\n\nBest cell that ran all {args.iterations} iterations: tau {best['tau']:g}, "
+            f"warm-up {best['warmup']}, Pass@1 {best['pass_at_1']:.3f}"
+            + (f" [{best[PASS_AT_1_LOW]:.3f}, {best[PASS_AT_1_HIGH]:.3f}]"
+               if best.get(PASS_AT_1_LOW) is not None else "")
+            + f", {best['tokens']:.1f} tokens."
+        )  # fmt: skip
     (out / "table.md").write_text(table + "\n")
     print(table)
+    panels = [
+        ("pass_at_1", "held-out Pass@1 (higher is better)", "viridis"),
+        ("tokens", "mean response tokens (lower is better)", "viridis_r"),
+    ]
+    if args.scheduler == "asha":
+        panels.append(("iteration", "iteration of those numbers (ASHA stops early)", "Greys"))
     plot_sweep_heatmaps(
         {(c["tau"], c["warmup"]): c for c in cells},
         out / "heatmap.png",
         row_name="tau",
         col_name="length-reward warm-up (iterations)",
-        panels=[
-            ("pass_at_1", "held-out Pass@1 (higher is better)", "viridis"),
-            ("tokens", "mean response tokens (lower is better)", "viridis_r"),
-        ],  # fmt: skip
+        panels=panels,
         title=f"{name}: τ × warm-up, {args.iterations} iterations",
     )
     print(out / "heatmap.png")

@@ -47,6 +47,67 @@ def test_sweep_table_and_heatmap(tmp_path: Path) -> None:
         plot_sweep_heatmaps({}, tmp_path / "x.png", row_name="a", col_name="b", panels=[])
 
 
+def test_sweep_cells_carry_the_interval_and_the_best_finished_cell() -> None:
+    sweep = load_experiment("tune_sweep")
+    history = [sweep._unflatten(r) for r in [
+        {"training_iteration": 3, "k15_eval/pass_at_1": 0.25, "k15_eval/pass_at_1_low": 0.1,
+         "k15_eval/pass_at_1_high": 0.4, "k15_eval/response_tokens_mean": 30},
+        {"training_iteration": 4, "k15_eval/pass_at_1": math.nan},
+    ]]  # fmt: skip
+    assert sweep.evaluations(history) == [
+        {"iteration": 3, "pass_at_1": 0.25, "tokens": 30.0, "pass_at_1_low": 0.1,
+         "pass_at_1_high": 0.4}
+    ]  # fmt: skip
+    cells = [  # ASHA stopped the 0.6 cell at iteration 3: not comparable with finished ones
+        {"tau": 1.0, "warmup": 0, "iteration": 3, "pass_at_1": 0.6, "tokens": 20.0},
+        {"tau": 0.1, "warmup": 3, "iteration": 12, "pass_at_1": 0.5, "tokens": 12.0,
+         "pass_at_1_low": 0.4, "pass_at_1_high": 0.6},
+        {"tau": 0.01, "warmup": 6, "iteration": 12, "pass_at_1": 0.3, "tokens": 15.0},
+    ]  # fmt: skip
+    assert sweep.best_finished_cell(cells, 12) is cells[1]
+    assert sweep.best_finished_cell(cells[:1], 12) is None
+    assert "| 0.1 | 3 | 0.500 [0.400, 0.600] | 12.0 | 12 |" in sweep.markdown_table(cells)
+
+
+def test_asha_rungs_are_evaluated_iterations() -> None:
+    sweep = load_experiment("tune_sweep")
+    assert sweep.asha_rungs(3, 3, 12) == [3, 9]
+    assert sweep.asha_rungs(3, 2, 12) == [3, 6]
+    with pytest.raises(ValueError, match=r"--grace-period \(2\) must be a positive multiple"):
+        sweep.asha_scheduler(12, eval_interval=3, grace_period=2, reduction_factor=3)
+    with pytest.raises(ValueError, match=r"--reduction-factor \(1\)"):
+        sweep.asha_scheduler(12, eval_interval=3, grace_period=3, reduction_factor=1)
+
+
+def test_asha_stops_the_trial_whose_held_out_pass_at_1_trails(tmp_path: Path, monkeypatch) -> None:
+    """Real Tune, trainables that report like K15MirrorDescent (``k15_eval`` every 2nd
+    iteration only): the scheduler must find the nested metric and stop the weak trial at
+    the rung, while the strong ones run to the end."""
+    from ray import tune
+
+    sweep = load_experiment("tune_sweep")
+    monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "0")  # undone after the test
+
+    def trainable(config):
+        for iteration in range(1, 7):
+            result = {"k15": {"accuracy": 0.0}}
+            if iteration % 2 == 0:
+                result["k15_eval"] = {"pass_at_1": config["quality"]}
+            tune.report(result)
+
+    grid = tune.Tuner(
+        trainable,
+        param_space={"quality": tune.grid_search([0.5, 0.9, 0.1])},  # run in this order
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=1,
+            scheduler=sweep.asha_scheduler(6, eval_interval=2, grace_period=2, reduction_factor=3),
+        ),
+        run_config=tune.RunConfig(storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    reached = {r.config["quality"]: r.metrics["training_iteration"] for r in grid}
+    assert reached == {0.5: 6, 0.9: 6, 0.1: 2}
+
+
 def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
     ablation = load_experiment("ablation")
     metrics = tmp_path / "metrics.jsonl"
@@ -78,7 +139,9 @@ def test_overlong_arm_adds_only_the_dapo_options_to_the_64_token_run() -> None:
     }
     a, b = base["training"], arm["training"]
     assert {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} == {
-        "mask_truncated_responses", "overlong_buffer_tokens", "overlong_penalty_weight"
+        "mask_truncated_responses",
+        "overlong_buffer_tokens",
+        "overlong_penalty_weight",
     }
 
 

@@ -38,6 +38,20 @@ def test_dithered_rounding_lands_on_one_of_the_two_neighbours():
     assert torch.all((y == down) | (y == up))
 
 
+def test_dithered_rounding_is_the_truncated_sum_bit_for_bit():
+    """round_u(x) = trunc_16(bits(x) + u), written out in fp32 bits, on both signs, zeros,
+    subnormals, the largest finite values and the whole range of u (incl. 0 and 2^16 - 1)."""
+    x = torch.randn(200_000) * torch.logspace(-40, 38, 200_000)
+    x[:8] = torch.tensor([0.0, -0.0, 1e-40, -1e-40, 3.3e38, -3.3e38, 2.0**-126, -(2.0**-126)])
+    noise = dither_noise(x.shape, seed=3)
+    noise[:2] = torch.tensor([0, -1], dtype=torch.int16)  # u = 0 and u = 2^16 - 1
+    unsigned = noise.to(torch.int32) & 0xFFFF
+    expected = ((x.view(torch.int32) + unsigned) & -(1 << 16)).view(torch.float32)
+    got = round_to_bf16(x, noise)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got.float().view(torch.int32), expected.view(torch.int32))
+
+
 def test_dithered_rounding_is_unbiased():
     """Mean over N independent dithers -> x. One draw errs by at most one step s (std
     <= s/2), so the mean of N = 400 draws is within 4 standard errors, 4·s/(2·20) = s/10."""

@@ -213,14 +213,31 @@ class K15MirrorDescent(AsyncRolloutsMixin, Algorithm):
         if not cfg.async_rollouts:  # async: the next take syncs, once nothing is in flight
             with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
                 start = time.perf_counter()
-                self.env_runner_group.sync_weights(
-                    from_worker_or_learner_group=self.learner_group, inference_only=True
-                )
+                self._sync_weights_to_env_runners()
             self._engine_version = self._policy_version
             sync_seconds = time.perf_counter() - start
             self.metrics.log_value((K15_RESULTS, WEIGHT_SYNC_SECONDS), sync_seconds, window=1)
 
         self._maybe_evaluate(iteration)
+
+    def _sync_weights_to_env_runners(self) -> None:
+        """θ into every EnvRunner's engine, in place. With only the local EnvRunner (the
+        default layout) the learner's inference state goes straight to it: RLlib's
+        ``EnvRunnerGroup.sync_weights`` first ``ray.put``s the whole state for remote
+        runners even when there are none — a copy of every weight into the object store per
+        iteration (135M: 1-4.5 s in fp32, ~0.6 s in bf16 on a 2-core box)."""
+        group = self.env_runner_group
+        if group.num_remote_workers() or group.local_env_runner is None:
+            group.sync_weights(from_worker_or_learner_group=self.learner_group, inference_only=True)
+            return
+        from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
+        from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
+
+        state = self.learner_group.get_state(
+            components=f"{COMPONENT_LEARNER}/{COMPONENT_RL_MODULE}", inference_only=True
+        )[COMPONENT_LEARNER]
+        keep = (COMPONENT_RL_MODULE, WEIGHTS_SEQ_NO)  # what RLlib's own sync hands over
+        group.local_env_runner.set_state({k: v for k, v in state.items() if k in keep})
 
     def _log_seconds(self, name: str, seconds: float) -> None:
         self.metrics.log_value((K15_RESULTS, name), float(seconds), window=1)

@@ -22,7 +22,16 @@ each number comes from, and the best cell is chosen among the trials that finish
 Writes ``<out>/cells.json`` (one record per trial), ``<out>/table.md`` and
 ``<out>/heatmap.png``. Trials run one at a time (``max_concurrent_trials``); on a cluster
 raise it, and Tune places trials wherever their resources fit. An interrupted sweep is
-continued from ``--storage`` with ``--resume``.
+continued from ``--storage`` with ``--resume``: finished trials are kept, a trial that was
+running or that the time budget cut short continues from its last checkpoint (here: from
+iteration 0, trials checkpoint at the end), the time budget starts afresh, and ASHA's rung
+records, which Tune does not save, are rebuilt from the trials' results
+(``prepare_resume``). Tune's restored grid generator does not create the cells the first
+process had not started; run those as a new sweep that starts from the old one's rungs and
+joins its cells in the table::
+
+    python experiments/tune_sweep.py ... --taus 1 --name <new name> \
+        --compare-with runs/tune_sweep/<old name>
 
 The search space is ordinary Tune: this is the part to copy::
 
@@ -119,6 +128,97 @@ def asha_scheduler(iterations: int, eval_interval: int, grace_period: int, reduc
     )
 
 
+def prepare_resume(scheduler, experiment_dir: Path, iterations: int) -> dict[str, list[str]]:
+    """Make a restored sweep carry on where it stopped, in the latest experiment state.
+
+    Three things Tune's restore does not do for this sweep:
+
+    - **ASHA's rung records.** Tune saves trials and searcher but not the scheduler, so a
+      resumed ASHA would compare the remaining cells only with each other. Every trial's
+      results (``result.json``, flattened as Tune flattens them) are passed through
+      ``on_trial_result``, which rebuilds the records exactly as the first process made them.
+    - **The time budget.** Tune saves the ``TimeoutStopper`` with what was left of it; the
+      saved stopper is dropped, so ``time_budget_s`` applies afresh to the resumed part.
+    - **Trials the budget cut short.** A trial the timeout stopped is TERMINATED like one ASHA
+      stopped; one that ran fewer than ``iterations`` and that ASHA (if any) would not have
+      stopped is set back to PAUSED, so Tune continues it from its last checkpoint (from
+      iteration 0 if it has none).
+
+    Returns the trial ids replayed into the scheduler and those requeued.
+    """
+    from ray.tune.schedulers import TrialScheduler
+
+    path, state = _latest_state(experiment_dir)
+    state["runner_data"].pop("_stopper", None)
+    trials = [json.loads(entry[0]) for entry in state["trial_data"]]
+    histories = trial_histories(experiment_dir, state)
+    decisions = replay_into_scheduler(scheduler, histories)
+    requeued = []
+    for entry, trial in zip(state["trial_data"], trials, strict=True):
+        rows = histories[trial["trial_id"]]
+        reached = max((row.get("training_iteration", 0) for row in rows), default=0)
+        stopped = decisions.get(trial["trial_id"]) == TrialScheduler.STOP
+        if trial["status"] == "TERMINATED" and reached < iterations and not stopped:
+            trial["status"] = "PAUSED"
+            entry[0] = json.dumps(trial, indent=2)
+            requeued.append(trial["trial_id"])
+    path.write_text(json.dumps(state, indent=2))
+    return {"replayed": list(decisions), "requeued": requeued}
+
+
+def _latest_state(experiment_dir: Path) -> tuple[Path, dict]:
+    states = sorted(experiment_dir.glob("experiment_state-*.json"))
+    if not states:
+        raise FileNotFoundError(f"no experiment_state-*.json in {experiment_dir}")
+    return states[-1], json.loads(states[-1].read_text())
+
+
+def trial_histories(experiment_dir: Path, state: dict | None = None) -> dict[str, list[dict]]:
+    """Every trial's results in a Tune experiment directory, flattened as Tune flattens them
+    for its schedulers (``k15_eval/pass_at_1``), keyed by trial id."""
+    from ray.tune.utils import flatten_dict
+
+    state = state if state is not None else _latest_state(experiment_dir)[1]
+    histories = {}
+    for entry in state["trial_data"]:
+        trial = json.loads(entry[0])
+        results = experiment_dir / trial["relative_logdir"] / "result.json"
+        rows = results.read_text().splitlines() if results.exists() else []
+        histories[trial["trial_id"]] = [flatten_dict(json.loads(r)) for r in rows if r.strip()]
+    return histories
+
+
+def replay_into_scheduler(scheduler, histories: dict[str, list[dict]]) -> dict[str, str]:
+    """Pass recorded results through an ASHA scheduler in the order they first arrived
+    (timestamp, then iteration), so its rungs hold what they held then; returns each
+    trial's last decision. A scheduler that is not ASHA is left alone ({})."""
+    from ray.tune.schedulers import AsyncHyperBandScheduler
+
+    if not isinstance(scheduler, AsyncHyperBandScheduler):
+        return {}
+    handles = {trial_id: _TrialHandle(trial_id) for trial_id in histories}
+    for handle in handles.values():
+        scheduler.on_trial_add(None, handle)
+    arrivals = sorted(
+        (row.get("timestamp", 0), row.get("training_iteration", 0), order, trial_id, row)
+        for order, (trial_id, rows) in enumerate(histories.items())
+        for row in rows
+    )
+    decisions = {}
+    for *_, trial_id, row in arrivals:
+        decisions[trial_id] = scheduler.on_trial_result(None, handles[trial_id], row)
+    for handle in handles.values():
+        scheduler.on_trial_remove(None, handle)
+    return decisions
+
+
+class _TrialHandle:
+    """The one attribute of a Tune ``Trial`` that ASHA's bookkeeping reads."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
 def best_finished_cell(cells: list[dict], iterations: int) -> dict | None:
     """The highest last Pass@1 among the cells that ran all ``iterations`` (a cell ASHA
     stopped early was measured earlier in training and is not comparable)."""
@@ -171,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduction-factor", type=int, default=3, help="ASHA keeps the top 1/rf")
     parser.add_argument("--time-budget-s", type=float, help="Tune stops every trial after this "
                         "many seconds (cells not reached are reported as such)")  # fmt: skip
+    parser.add_argument("--name", help="Tune experiment name (default: the config's stem)")
+    parser.add_argument("--compare-with", help="an earlier sweep's Tune directory: its trials "
+                        "fill ASHA's rungs before this one starts, and its cells join the "
+                        "table (to add grid cells to a finished sweep)")  # fmt: skip
     args = parser.parse_args(argv)
 
     from ray import tune
@@ -204,9 +308,21 @@ def main(argv: list[str] | None = None) -> int:
         length_penalty_warmup_iters=tune.grid_search(args.warmups),
     )
     storage = (ROOT / args.storage).resolve()
-    name = Path(args.config).stem
+    name = args.name or Path(args.config).stem
+    earlier = []
+    if args.compare_with:
+        earlier_dir = (ROOT / args.compare_with).resolve()
+        replayed = replay_into_scheduler(scheduler, trial_histories(earlier_dir))
+        print(f"ASHA's rungs start with {len(replayed)} trials of {args.compare_with}")
+        earlier = list(tune.Tuner.restore(str(earlier_dir), K15MirrorDescent).get_results())
     if args.resume:
         tuner = tune.Tuner.restore(str(storage / name), K15MirrorDescent)
+        restored = tuner._local_tuner._tune_config.scheduler  # Tune has no public accessor
+        resumed = prepare_resume(restored, storage / name, args.iterations)
+        print(
+            f"resuming: ASHA's rungs rebuilt from {len(resumed['replayed'])} trials, "
+            f"{len(resumed['requeued'])} cut short by the time budget continue"
+        )
     else:
         tuner = tune.Tuner(
             K15MirrorDescent,
@@ -225,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     grid = tuner.fit()
     cells = []
-    for result in grid:
+    for result in [*earlier, *grid]:
         frame = result.metrics_dataframe
         history = [] if frame is None else [_unflatten(r) for r in frame.to_dict("records")]
         evaluated = evaluations(history)
@@ -265,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         row_name="tau",
         col_name="length-reward warm-up (iterations)",
         panels=panels,
-        title=f"{name}: τ × warm-up, {args.iterations} iterations",
+        title=f"{Path(args.config).stem}: τ × warm-up, {args.iterations} iterations",
     )
     print(out / "heatmap.png")
     return 1 if any(c["error"] for c in cells) else 0

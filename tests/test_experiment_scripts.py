@@ -108,6 +108,52 @@ def test_asha_stops_the_trial_whose_held_out_pass_at_1_trails(tmp_path: Path, mo
     assert reached == {0.5: 6, 0.9: 6, 0.1: 2}
 
 
+def test_a_resumed_asha_sweep_compares_with_the_earlier_trials_and_continues_cut_ones(
+    tmp_path: Path,
+) -> None:
+    """Tune restores trials but not ASHA's rung records nor a fresh time budget. Replayed from
+    the trials' result.json files, a weak new trial is stopped at the rung (with empty rungs
+    it would have been promoted), and the trial that ended early without ASHA stopping it
+    (as the time budget does) is set back to PAUSED so Tune continues it."""
+    from ray import tune
+    from ray.tune.schedulers import TrialScheduler
+
+    sweep = load_experiment("tune_sweep")
+
+    def trainable(config):
+        for iteration in range(1, 7 if config["quality"] < 0.95 else 5):  # 0.95 is cut at 4
+            held_out = {"pass_at_1": config["quality"]}
+            tune.report({"k15_eval": held_out} if iteration % 2 == 0 else {})
+
+    grid = tune.Tuner(
+        trainable,
+        param_space={"quality": tune.grid_search([0.5, 0.9, 0.95])},
+        tune_config=tune.TuneConfig(max_concurrent_trials=1),
+        run_config=tune.RunConfig(name="first", storage_path=str(tmp_path), verbose=0),
+    ).fit()
+    cut = next(r.metrics["trial_id"] for r in grid if r.config["quality"] == 0.95)
+
+    def weak_trial_at_the_first_rung(scheduler) -> str:
+        weak = sweep._TrialHandle("weak")
+        scheduler.on_trial_add(None, weak)
+        return scheduler.on_trial_result(
+            None, weak, {"training_iteration": 2, "k15_eval/pass_at_1": 0.1}
+        )
+
+    def fresh():
+        return sweep.asha_scheduler(6, eval_interval=2, grace_period=2, reduction_factor=3)
+
+    replayed = fresh()
+    resumed = sweep.prepare_resume(replayed, tmp_path / "first", iterations=6)
+    assert len(resumed["replayed"]) == 3 and resumed["requeued"] == [cut]
+    assert weak_trial_at_the_first_rung(replayed) == TrialScheduler.STOP
+    assert weak_trial_at_the_first_rung(fresh()) == TrialScheduler.CONTINUE
+    state = json.loads(max((tmp_path / "first").glob("experiment_state-*.json")).read_text())
+    assert "_stopper" not in state["runner_data"]
+    statuses = {json.loads(t)["trial_id"]: json.loads(t)["status"] for t, _ in state["trial_data"]}
+    assert statuses[cut] == "PAUSED" and list(statuses.values()).count("TERMINATED") == 2
+
+
 def test_ablation_runner_knows_how_far_a_run_got(tmp_path: Path) -> None:
     ablation = load_experiment("ablation")
     metrics = tmp_path / "metrics.jsonl"

@@ -92,9 +92,14 @@ def table(grouped: dict[str, dict[int, dict]], reference: str, start: str) -> st
 
 
 def write_report(
-    results: Path, out: Path, reference: str = "long2short RL", start: str = "long CoT (start)"
+    results: Path,
+    out: Path,
+    reference: str = "long2short RL",
+    start: str = "long CoT (start)",
+    off_figure: tuple[str, ...] = (),
 ) -> None:
-    """``table.md``, ``summary.json`` and ``token_efficiency.png`` next to ``results``."""
+    """``table.md``, ``summary.json`` and ``token_efficiency.png`` next to ``results``
+    (labels in ``off_figure`` only in the table: a far-off point would squash the rest)."""
     from rllib_k15.evaluation.token_efficiency_plot import plot_token_efficiency
 
     rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
@@ -103,10 +108,11 @@ def write_report(
     summaries = [summary(label, runs) for label, runs in grouped.items()]
     (out / "summary.json").write_text(json.dumps([asdict(s) for s in summaries], indent=1) + "\n")
     plot_token_efficiency(
-        summaries,
+        [s for s in summaries if s.label not in off_figure],
         out / "token_efficiency.png",
         title="long2short from an SFT-made long-CoT model, test-split 2-digit addition",
-        subtitle="trained methods: mean of 3 training seeds, 95 % t-interval over seeds; "
-        "parents and merge: one model, bootstrap over problems",
+        subtitle="trained methods: mean of 3 seeds, t-interval over seeds\n"
+        "parents, merge: one model, bootstrap over problems; tokens ±1 std",
+        legend=False,
     )
     print((out / "table.md").read_text())

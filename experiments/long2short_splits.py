@@ -294,7 +294,8 @@ def evaluate(
     new = [json.loads(line) | {"training_seed": seed} for line in scratch.read_text().splitlines()]
     with results.open("a") as f:
         f.writelines(json.dumps(row) + "\n" for row in new)
-    scratch.unlink()
+    for side_file in results.parent.glob(f"{scratch.stem}.*"):  # the eval's .csv, .precision
+        side_file.unlink()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -328,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     if samples:
         form_profile(samples, out)
 
-    write_report(results, out, reference="long2short RL")
+    write_report(results, out, reference="long2short RL", off_figure=(BASE_LABEL,))
     return 0
 
 

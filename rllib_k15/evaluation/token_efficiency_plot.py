@@ -49,9 +49,11 @@ def plot_token_efficiency(
     *,
     title: str = "Token efficiency",
     subtitle: str | None = None,
+    legend: bool = True,
 ) -> Path:
     """Write the accuracy-vs-tokens scatter of ``summaries`` to ``out`` (PNG), one panel per
-    task, and return the path."""
+    task, and return the path. ``legend=False`` leaves out the legend (every point is
+    labelled beside it anyway) when it would cover points."""
     if not summaries:
         raise ValueError("nothing to plot: no evaluation results")
     import matplotlib
@@ -100,6 +102,8 @@ def plot_token_efficiency(
         high = max(100 * s.pass_at_1_mean + _pass_bar(s)[1] for s in points)
         pad = max(5.0, 0.15 * (high - low))
         ax.set_ylim(max(0.0, low - pad), min(105.0, high + pad))  # room for a label at 100 %
+        if not legend:
+            continue
         ax.legend(
             fontsize=8,
             loc="best",

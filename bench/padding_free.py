@@ -1,17 +1,20 @@
-"""Padding-free learner batches vs padded ones, on a real length mix, side by side.
+"""Padding-free and shared-prompt learner batches vs padded ones, on a real length mix.
 
     python -m bench.padding_free [--quick] [--problems 16] [--samples 8] [--repeats 2]
 
 The length mix is real: the embedded model (vLLM) answers ``--problems`` 1- and 2-digit
 additions (the addition-curriculum example's env) ``--samples`` times each at temperature 1,
 up to ``--max-tokens``; those responses become the learner's train batch exactly as the
-trainer builds it (:func:`rllib_k15.algorithm.batching.build_train_batch`). Two learners of
-the example's settings (micro-batches of 8, minibatches of 16, OPMD) differ only in
-``padding_free``; each repeat times, alternating A/B, the reference pass plus one update
-(every minibatch) over the whole batch. Reported:
+trainer builds it (:func:`rllib_k15.algorithm.batching.build_train_batch`). Three learners
+of the example's settings (micro-batches of 8, minibatches of 16, OPMD) differ only in the
+layout: padded, ``padding_free`` (rows packed end to end) and ``shared_prompt_packing`` (a
+prompt's samples with one prompt copy, :mod:`rllib_k15.core.shared_prompts`); each repeat
+times, in turn, the reference pass plus one update (every minibatch) over the whole batch.
+Reported:
 
 - positions computed per real token: padded = Σ rows × width over the (length-sorted)
-  micro-batches; padding-free = Σ bins × capacity; and, for scale, one padded block of the
+  micro-batches; padding-free and shared prompts = Σ bins × capacity; and, for scale, one
+  padded block of the
   whole batch (B × longest, what a framework without length sorting pays);
 - learner tokens/s (the batch's real tokens / wall of the reference pass + the update) and
   its ratio; the fraction of the roofline (8 × params FLOPs per token: 2 for the reference
@@ -31,6 +34,7 @@ import numpy as np
 from bench.common import Row, add_common_args, arithmetic_prompts, write_result
 
 NAME = "padding_free"
+LAYOUTS = ("padded", "padding_free", "shared_prompts")
 
 
 def sample_length_mix(args: argparse.Namespace, model_path: str) -> list[Any]:
@@ -64,7 +68,7 @@ def sample_length_mix(args: argparse.Namespace, model_path: str) -> list[Any]:
     return rollouts
 
 
-def build_learner(model_path: str, padding_free: bool, minibatch: int, micro: int):
+def build_learner(model_path: str, layout: str, minibatch: int, micro: int):
     from gymnasium.spaces import Text
     from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -78,7 +82,8 @@ def build_learner(model_path: str, padding_free: bool, minibatch: int, micro: in
             lr=1e-6,
             minibatch_size=minibatch,
             micro_batch_size=micro,
-            padding_free=padding_free,
+            padding_free=layout == "padding_free",
+            shared_prompt_packing=layout == "shared_prompts",
         )  # fmt: skip
         .debugging(seed=0)
     )
@@ -88,19 +93,25 @@ def build_learner(model_path: str, padding_free: bool, minibatch: int, micro: in
     return learner
 
 
-def computed_positions(columns: dict, micro: int, padding_free: bool) -> int:
+def computed_positions(columns: dict, micro: int, layout: str) -> int:
     """Token positions the learner's forwards cover for one pass over the batch."""
     import torch
 
-    from rllib_k15.algorithm.columns import ATTENTION_MASK
+    from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK
     from rllib_k15.algorithm.learner import _micro_batches
     from rllib_k15.core.packing import pack_rows
+    from rllib_k15.core.shared_prompts import pack_shared_prompts
 
     mask = columns[ATTENTION_MASK]
+    shared = layout == "shared_prompts"
     total = 0
-    for rows, width in _micro_batches(mask, micro, padding_free):
-        if padding_free:
-            sub = torch.as_tensor(mask[rows, :width])
+    for rows, width in _micro_batches(mask, micro, layout == "padding_free", keep_order=shared):
+        sub = torch.as_tensor(mask[rows, :width])
+        if shared:
+            ids = torch.as_tensor(columns[INPUT_IDS][rows, :width])
+            response = torch.as_tensor(columns[RESPONSE_MASK][rows, :width])
+            total += pack_shared_prompts(ids, sub, response).input_ids.numel()
+        elif layout == "padding_free":
             total += pack_rows(torch.zeros_like(sub), sub).input_ids.numel()
         else:
             total += len(rows) * width
@@ -143,11 +154,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                        "p90": float(np.percentile(lengths, 90)), "max": int(lengths.max())},
         "response_tokens": {"mean": float(response.mean()), "max": int(response.max())},
         "positions_one_block": int(mask.size),
+        "samples": args.samples,
     }  # fmt: skip
-    learners = {
-        mode: build_learner(path, mode == "padding_free", args.minibatch, args.micro)
-        for mode in ("padded", "padding_free")
-    }
+    learners = {mode: build_learner(path, mode, args.minibatch, args.micro) for mode in LAYOUTS}
     seconds: dict[str, list[float]] = {mode: [] for mode in learners}
     for repeat in range(args.repeats + 1):  # repeat 0 warms both up
         for mode, learner in learners.items():
@@ -162,7 +171,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results[mode] = {
             "seconds": seconds[mode],
             "median_seconds": wall,
-            "positions": computed_positions(columns, args.micro, mode == "padding_free"),
+            "positions": computed_positions(columns, args.micro, mode),
             "learner_tokens_per_s": real / wall,
         }
         results[mode]["positions_per_real_token"] = results[mode]["positions"] / real
@@ -175,10 +184,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def derive_rows(results: dict[str, Any]) -> list[Row]:
     from bench.roofline import roofline_fraction, train_flops_per_token
 
-    padded, free = results["padded"], results["padding_free"]
+    padded, free, shared = (results[mode] for mode in LAYOUTS)
     best = max(results["peaks"]["float32_gflops"], results["peaks"]["bfloat16_gflops"])
     flops = train_flops_per_token(results["num_params"])
-    for entry in (padded, free):  # per real token: 2N (reference forward) + 6N (fwd + bwd)
+    for entry in (padded, free, shared):  # per real token: 2N (reference forward) + 6N (fwd + bwd)
         entry["roofline_fraction"] = roofline_fraction(
             entry["learner_tokens_per_s"], flops * 8 / 6, best
         )
@@ -197,6 +206,15 @@ def derive_rows(results: dict[str, Any]) -> list[Row]:
             free["learner_tokens_per_s"] / padded["learner_tokens_per_s"]),
         Row("padding-free", "learner fraction of roofline", free["roofline_fraction"], "",
             padded["roofline_fraction"], "padded", note=f"peak {best:.0f} GFLOP/s"),
+        Row("shared prompts", "positions computed per real token",
+            shared["positions_per_real_token"], "", padded["positions_per_real_token"],
+            "padded, length-sorted", note=f"{results['samples']} samples per prompt"),
+        Row("shared prompts", "learner tokens/s (ref pass + update)",
+            shared["learner_tokens_per_s"], "tok/s", padded["learner_tokens_per_s"], "padded",
+            shared["learner_tokens_per_s"] / padded["learner_tokens_per_s"],
+            note="tokens of the original rows (prompt copies counted) per second"),
+        Row("shared prompts", "learner fraction of roofline", shared["roofline_fraction"], "",
+            padded["roofline_fraction"], "padded", note="FLOPs of the original rows"),
     ]  # fmt: skip
 
 

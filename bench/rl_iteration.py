@@ -12,7 +12,9 @@ problems of k15/Arithmetic-v0 (difficulty 1); every iteration/step uses all of t
 rewarded by the env's verifier, and takes ONE optimizer step (AdamW, lr 1e-6):
 
 - ours: ``K15Config`` with the vLLM engine, a local EnvRunner and learner
-  (``num_env_runners=0``), ``minibatch_size = problems × samples``;
+  (``num_env_runners=0``), ``minibatch_size = problems × samples``, and
+  ``shared_prompt_packing`` (a prompt's samples share one prompt copy in the learner's
+  forward and backward, same loss; ``--no-shared-prompt-packing``: the padded rows);
 - TRL (:mod:`bench.trl_grpo`): ``per_device_train_batch_size = problems × samples``,
   ``num_generations = samples``, ``use_vllm=False`` (its CPU path: ``transformers.generate``),
   the model loaded from the same local directory in the same dtype, an in-memory dataset.
@@ -95,7 +97,7 @@ def init_ray(attempts: int = 3) -> None:
 
 def build_algo(
     model: str, problems: int, samples: int, max_tokens: int, dtype: str,
-    reference_logprobs: str = "learner",
+    reference_logprobs: str = "learner", shared_prompt_packing: bool = False,
 ):  # fmt: skip
     """The K15MirrorDescent of this benchmark: every iteration = all ``problems`` problems
     (the env has exactly that many), one optimizer step."""
@@ -122,6 +124,7 @@ def build_algo(
             lr=1e-6,
             autocast_bf16=dtype == "bfloat16" if dtype != "auto" else "auto",
             reference_logprobs=reference_logprobs,
+            shared_prompt_packing=shared_prompt_packing,
         )
         .learners(learner_class=_timed_learner_class())
         .debugging(seed=0)
@@ -158,7 +161,7 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
 
     lock = Lockstep(args.lockstep_fds)
     algo = build_algo(args.model, args.problems, args.samples, args.max_tokens, args.dtype,
-                      args.reference_logprobs)  # fmt: skip
+                      args.reference_logprobs, args.shared_prompt_packing)  # fmt: skip
     iterations = []
     try:
         for i in range(args.iterations):
@@ -179,7 +182,8 @@ def run_ours(args: argparse.Namespace) -> dict[str, Any]:
         lock.report({"weight_sync_seconds": sync["sync_seconds_median"]})
     finally:
         algo.stop()
-    return {"iterations": iterations, "weight_sync": sync}
+    return {"iterations": iterations, "weight_sync": sync,
+            "shared_prompt_packing": args.shared_prompt_packing}  # fmt: skip
 
 
 def steady(values: list[float]) -> float:
@@ -213,6 +217,8 @@ def derive_rows(ours: dict | None, trl: dict | None, dtype: str | None = None) -
             tokens += f", TRL {steady(trl['generated_tokens']):.0f}"
         if dtype:
             tokens += f"; {dtype} on both sides"
+        if ours.get("shared_prompt_packing"):
+            tokens += "; ours with shared-prompt packing"
         rows.append(Row(
             "rl iteration", "wall seconds per iteration, ours vs TRL GRPOTrainer", our_s, "s",
             trl_s, "TRL", ratio, TARGET_RATIO if ratio else None, higher_is_better=False,
@@ -245,6 +251,11 @@ def main() -> None:
     parser.add_argument(
         "--reference-logprobs", default="learner", choices=["learner", "engine"],
         help="ours: log π_θi from a learner pass (default) or the engine's sampling log-probs",
+    )  # fmt: skip
+    parser.add_argument(
+        "--shared-prompt-packing", action=argparse.BooleanOptionalAction, default=True,
+        help="ours: one prompt copy per group in the learner (rllib_k15.core.shared_prompts; "
+        "default on: TRL has no such layout, both compute the same loss)",
     )  # fmt: skip
     parser.add_argument(
         "--lockstep",
@@ -282,7 +293,9 @@ def main() -> None:
         paths = {side: Path(tmp) / f"{side}.json" for side in sides}
         commands = {
             side: (["-m", f"bench.{NAME}", "--child", "ours",
-                    "--reference-logprobs", args.reference_logprobs] if side == "ours"
+                    "--reference-logprobs", args.reference_logprobs,
+                    "--shared-prompt-packing" if args.shared_prompt_packing
+                    else "--no-shared-prompt-packing"] if side == "ours"
                    else ["-m", "bench.trl_grpo"]) + ["--child-out", str(paths[side])] + workload
             for side in sides
         }  # fmt: skip
@@ -303,7 +316,7 @@ def main() -> None:
                 print(f"[{NAME}] {side} FAILED ({codes[side]}); see {log}", flush=True)
     rows = derive_rows(out.get("ours"), out.get("trl"), dtype=args.dtype)
     keys = ("model", "problems", "samples", "max_tokens", "iterations", "dtype", "sides",
-            "lockstep", "reference_logprobs")  # fmt: skip
+            "lockstep", "reference_logprobs", "shared_prompt_packing")  # fmt: skip
     config = {k: getattr(args, k) for k in keys}
     write_result(NAME, args, config=config, results=out, rows=rows)
     if any(out.get(s) is None for s in sides):

@@ -6,8 +6,8 @@ and ``bench/results/README.md`` (the table with the dates, commits and the machi
     make bench
 
 Each benchmark runs in its own process, one after the other (they would otherwise fight
-for the same cores), under its own time limit (``BENCHMARKS``: about 41 min expected in all
-on 2 shared cores at load ≈ 2; the limits add up to 80 min), and writes its own JSON under
+for the same cores), under its own time limit (``BENCHMARKS``: about 52 min expected in all
+on 2 shared cores at load ≈ 2; the limits add up to 98 min), and writes its own JSON under
 ``bench/results/`` (``--quick``: ``bench/results/quick/``, ignored by git, so smoke runs
 never overwrite committed results). Verbose engine output goes to ``<name>.log`` next to
 the JSON. A benchmark that times out keeps what it wrote before (engine_throughput
@@ -56,7 +56,7 @@ BENCHMARKS = (
               5.5, 10),
     Benchmark("rl_iteration", "one RL iteration vs TRL GRPOTrainer; split; weight sync", 7, 15),
     Benchmark("train_throughput", "learner fwd+bwd tokens/s fp32 vs bf16, roofline", 4, 7),
-    Benchmark("padding_free", "learner tokens/s with and without padding-free batches", 13, 20),
+    Benchmark("padding_free", "learner tokens/s: padded, padding-free, shared prompts", 17, 26),
     Benchmark("verifier_throughput", "math and code verifications/s", 0.5, 3),
     Benchmark("partial_rollouts", "partial vs whole rollouts on a heavy-tailed mix", 3.5, 7),
     Benchmark("async_rollouts", "overlapped vs synchronous generation and training", 7, 12),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import fields
 from typing import Any
 
@@ -89,6 +90,8 @@ class K15Config(AlgorithmConfig):
     micro_batch_size: int
     padding_free: bool
     padding_free_bin_tokens: int | None
+    shared_prompt_packing: bool
+    shared_prompt_bin_tokens: int | None
     attn_implementation: str | None
     lora: dict[str, Any] | None
     optimizer: str
@@ -165,6 +168,8 @@ class K15Config(AlgorithmConfig):
         micro_batch_size: int | NotProvidedType = NotProvided,
         padding_free: bool | NotProvidedType = NotProvided,
         padding_free_bin_tokens: int | None | NotProvidedType = NotProvided,
+        shared_prompt_packing: bool | NotProvidedType = NotProvided,
+        shared_prompt_bin_tokens: int | None | NotProvidedType = NotProvided,
         attn_implementation: str | None | NotProvidedType = NotProvided,
         lora: dict[str, Any] | None | NotProvidedType = NotProvided,
         optimizer: str | NotProvidedType = NotProvided,
@@ -243,6 +248,8 @@ class K15Config(AlgorithmConfig):
                 "lora": dict(self.lora) if self.lora else None,
                 "padding_free": self.padding_free,
                 "padding_free_bin_tokens": self.padding_free_bin_tokens,
+                "shared_prompt_packing": self.shared_prompt_packing,
+                "shared_prompt_bin_tokens": self.shared_prompt_bin_tokens,
                 "attn_implementation": self.attn_implementation,
             },
         )
@@ -445,6 +452,7 @@ def _field_errors(c: K15Config):
         yield f"`padding_free_bin_tokens` ({bins!r}) must be an integer >= 1 or null"
     if c.attn_implementation is not None and not isinstance(c.attn_implementation, str):
         yield f"`attn_implementation` ({c.attn_implementation!r}) must be a string or null"
+    yield from _shared_prompt_errors(c)
     if not isinstance(c.tau, (int, float)) or c.tau <= 0:
         yield f"`tau` ({c.tau!r}) must be a number > 0"
     if not _is_number(c.top_p) or not 0 < c.top_p <= 1:
@@ -524,3 +532,22 @@ def _field_errors(c: K15Config):
         _ = c.model_path
     except FileNotFoundError as err:
         yield f"`hf_model` ({c.hf_model!r}): {err}"
+
+
+def _shared_prompt_errors(c: K15Config) -> Iterator[str]:
+    """`shared_prompt_packing` needs a kernel that takes a custom 4-D attention mask."""
+    if not isinstance(c.shared_prompt_packing, bool):
+        yield f"`shared_prompt_packing` ({c.shared_prompt_packing!r}) must be true or false"
+        return
+    bins = c.shared_prompt_bin_tokens
+    if bins is not None and (not isinstance(bins, int) or isinstance(bins, bool) or bins < 1):
+        yield f"`shared_prompt_bin_tokens` ({bins!r}) must be an integer >= 1 or null"
+    if not c.shared_prompt_packing:
+        return
+    if c.attn_implementation not in (None, "sdpa", "eager"):
+        yield (
+            f"`shared_prompt_packing` needs `attn_implementation` sdpa or eager (a custom "
+            f"4-D attention mask), not {c.attn_implementation!r}"
+        )
+    if c.padding_free:
+        yield "`shared_prompt_packing` and `padding_free` are two layouts: choose one"

@@ -263,6 +263,28 @@ class K15Fields:
             "set it to the micro-batch budget, e.g. 8192: one packed row, nothing wasted."
         },
     )
+    shared_prompt_packing: bool = field(
+        default=False,
+        metadata={
+            "help": "Shared-prompt packing (rllib_k15.core.shared_prompts): the responses of "
+            "one prompt in a micro-batch are computed with ONE copy of the prompt (a 4-D "
+            "attention mask: each response sees the prompt and itself, never another "
+            "response), so a group of k costs P + k·R positions instead of k·(P + R). Same "
+            "log-probs and gradients up to float summation order. Micro-batches keep the "
+            "batch's row order (groups stay together) and hold up to `micro_batch_size` x "
+            "the longest row's tokens. Needs `attn_implementation` sdpa or eager (not "
+            "flash_attention_2: no custom masks); not with image problems."
+        },
+    )
+    shared_prompt_bin_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "With `shared_prompt_packing`: at most this many positions per packed "
+            "sequence (a group longer than that is split, each part with its own prompt "
+            "copy). The attention inside a sequence is a dense mask, O(positions²): set it "
+            "for long responses (e.g. 2-4x the longest row). None = a group is never split."
+        },
+    )
     attn_implementation: str | None = field(
         default=None,
         metadata={

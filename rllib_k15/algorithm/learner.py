@@ -64,7 +64,7 @@ from rllib_k15.metric_names import (
 
 
 def _micro_batches(
-    attention_mask, micro_batch_size: int, padding_free: bool = False
+    attention_mask, micro_batch_size: int, padding_free: bool = False, keep_order: bool = False
 ) -> list[tuple[Any, int]]:
     """Row groups, longest rows together, each with the width (max real length) its padding
     can be trimmed to. Rows are sorted by length so short responses are not padded to the
@@ -73,9 +73,11 @@ def _micro_batches(
     Padded: at most ``micro_batch_size`` rows per group. ``padding_free``: a group takes rows
     until their real tokens would pass ``micro_batch_size`` × the longest row — the memory
     of the widest padded group — so groups of short rows hold more of them (the module packs
-    them, :mod:`rllib_k15.core.packing`)."""
+    them, :mod:`rllib_k15.core.packing`). ``keep_order`` (shared-prompt packing): the same
+    token budget over the rows in batch order, so a prompt's samples stay in one group."""
     lengths = np.asarray(attention_mask.sum(-1)).reshape(-1)
-    order = np.argsort(-lengths, kind="stable")
+    order = np.arange(len(lengths)) if keep_order else np.argsort(-lengths, kind="stable")
+    padding_free = padding_free or keep_order
     if not padding_free:
         groups = [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
     else:
@@ -279,7 +281,9 @@ class K15TorchLearner(TorchLearner):
 
     def _micro_batches(self, attention_mask) -> list[tuple[Any, int]]:
         cfg = self.config
-        return _micro_batches(attention_mask, cfg.micro_batch_size, cfg.padding_free)
+        return _micro_batches(
+            attention_mask, cfg.micro_batch_size, cfg.padding_free, cfg.shared_prompt_packing
+        )
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Accumulate one micro-batch's gradients (the DeepSpeed learner uses its engine)."""

@@ -40,6 +40,11 @@ from rllib_k15.core.rounding import (
     version_seed,
 )
 from rllib_k15.core.sequences import logits_to_keep, token_logprobs
+from rllib_k15.core.shared_prompts import (
+    pack_shared_prompts,
+    shared_logits_to_keep,
+    shared_token_logprobs,
+)
 
 ROUNDING_VERSION = "k15_rounding_version"  # extra key in the module's (checkpoint) state
 
@@ -71,6 +76,8 @@ class CausalLMRLModule(TorchRLModule):
         self._autocast_bf16 = bool(cfg.get("autocast_bf16", False))
         self._padding_free = bool(cfg.get("padding_free", False))  # rllib_k15.core.packing
         self._bin_tokens = cfg.get("padding_free_bin_tokens")  # None: the longest row
+        self._shared_prompts = bool(cfg.get("shared_prompt_packing", False))
+        self._shared_bin_tokens = cfg.get("shared_prompt_bin_tokens")  # None: whole groups
         self._dither = bool(cfg.get("bf16_dither", False))  # sync (and forward) dithered
         # DeepSpeed keeps its own bf16 parameter copies: no dithered forward there
         self._dither_forward = self._dither and bool(cfg.get("dither_forward", True))
@@ -126,6 +133,10 @@ class CausalLMRLModule(TorchRLModule):
             if images:
                 raise ValueError("padding_free does not support image problems yet")
             return {TOKEN_LOGP: self._packed_token_logprobs(batch)}
+        if self._shared_prompts and RESPONSE_MASK in batch:
+            if images:
+                raise ValueError("shared_prompt_packing does not support image problems yet")
+            return {TOKEN_LOGP: self._shared_prompt_token_logprobs(batch)}
         input_ids = batch[INPUT_IDS]
         # With a response mask only the response positions need the vocabulary projection
         # (half the tokens are prompt in short-answer tasks); log-probs elsewhere are 0.
@@ -147,6 +158,27 @@ class CausalLMRLModule(TorchRLModule):
             use_cache=False,
         )  # fmt: skip
         return unpack_rows(token_logprobs(logits, packing.input_ids), packing, input_ids.shape[1])
+
+    def _shared_prompt_token_logprobs(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The same (B, T) log-probs (response tokens; 0 elsewhere) with one prompt copy per
+        group (:mod:`rllib_k15.core.shared_prompts`): a custom 4-D mask, bool for SDPA,
+        additive for eager attention."""
+        input_ids = batch[INPUT_IDS]
+        packing = pack_shared_prompts(
+            input_ids, batch[ATTENTION_MASK], batch[RESPONSE_MASK],
+            capacity=self._shared_bin_tokens,
+        )  # fmt: skip
+        mask = packing.allowed[:, None]  # (S, 1, C, C)
+        kernel = getattr(self.lm.config, "_attn_implementation", "sdpa")
+        if kernel == "eager":
+            mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+        elif kernel != "sdpa":
+            raise ValueError(f"shared_prompt_packing needs sdpa or eager attention, not {kernel!r}")
+        logits = self._lm_logits(
+            input_ids=packing.input_ids, position_ids=packing.position_ids,
+            attention_mask=mask, logits_to_keep=shared_logits_to_keep(packing), use_cache=False,
+        )  # fmt: skip
+        return shared_token_logprobs(logits, packing, input_ids)
 
     def _forward(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
         raise NotImplementedError(

@@ -301,6 +301,42 @@ def test_rl_iteration_rows_ratio_split_and_sync():
     assert alone["wall seconds per iteration, ours vs TRL GRPOTrainer"].target is None
 
 
+def test_rl_iteration_note_names_shared_prompt_packing():
+    from bench.rl_iteration import derive_rows as rl_rows
+
+    split = {"generation": 1.0, "training": 1.0}
+    its = [{"wall_seconds": 2.0, "split": split, "generated_tokens": 9.0}] * 2
+    sync = {"sync_seconds_median": 0.1, "engine_load_seconds_median": 0.1, "bytes": 1}
+    ours = {"iterations": its, "weight_sync": sync, "shared_prompt_packing": True}
+    trl = {"step_seconds": [4.0, 4.0]}
+    (main, *_) = rl_rows(ours, trl, dtype="float32")
+    assert main.ratio == 0.5 and "shared-prompt packing" in main.note
+    assert "shared" not in rl_rows({**ours, "shared_prompt_packing": False}, trl)[0].note
+
+
+def test_padding_free_rows_compare_each_layout_with_the_padded_learner():
+    from bench.padding_free import derive_rows as layout_rows
+
+    def layout(tok_s, per_token):
+        return {"learner_tokens_per_s": tok_s, "positions_per_real_token": per_token}
+
+    results = {
+        "padded": layout(100.0, 1.04), "padding_free": layout(97.0, 1.06),
+        "shared_prompts": layout(150.0, 0.6), "peaks": {"float32_gflops": 100.0,
+        "bfloat16_gflops": 50.0}, "num_params": 10**8, "positions_one_block": 175,
+        "real_tokens": 100, "rows": 4, "samples": 8,
+        "row_tokens": {"p10": 50.0, "p50": 90.0, "max": 178},
+    }  # fmt: skip
+    rows = {(r.benchmark, r.metric): r for r in layout_rows(results)}
+    shared = rows[("shared prompts", "learner tokens/s (ref pass + update)")]
+    assert shared.ratio == 1.5 and shared.baseline == 100.0
+    assert rows[("shared prompts", "positions computed per real token")].value == 0.6
+    assert rows[("padding-free", "learner tokens/s (ref pass + update)")].ratio == 0.97
+    # 8 N FLOPs per real token (2 N reference forward + 6 N update) at the best peak
+    fraction = rows[("shared prompts", "learner fraction of roofline")].value
+    assert fraction == pytest.approx(150.0 * 8e8 / 100e9)
+
+
 def test_lockstep_children_take_turns_and_a_dead_child_drops_out(tmp_path):
     import os
 

@@ -98,14 +98,19 @@ def computed_positions(columns: dict, micro: int, layout: str) -> int:
     import torch
 
     from rllib_k15.algorithm.columns import ATTENTION_MASK, INPUT_IDS, RESPONSE_MASK
-    from rllib_k15.algorithm.learner import _micro_batches
+    from rllib_k15.algorithm.learner import _micro_batches, _shared_prompt_micro_batches
     from rllib_k15.core.packing import pack_rows
     from rllib_k15.core.shared_prompts import pack_shared_prompts
 
     mask = columns[ATTENTION_MASK]
     shared = layout == "shared_prompts"
     total = 0
-    for rows, width in _micro_batches(mask, micro, layout == "padding_free", keep_order=shared):
+    groups = (
+        _shared_prompt_micro_batches(columns[INPUT_IDS], mask, columns[RESPONSE_MASK], micro)
+        if shared
+        else _micro_batches(mask, micro, layout == "padding_free")
+    )
+    for rows, width in groups:
         sub = torch.as_tensor(mask[rows, :width])
         if shared:
             ids = torch.as_tensor(columns[INPUT_IDS][rows, :width])

@@ -270,10 +270,10 @@ class K15Fields:
             "one prompt in a micro-batch are computed with ONE copy of the prompt (a 4-D "
             "attention mask: each response sees the prompt and itself, never another "
             "response), so a group of k costs P + k·R positions instead of k·(P + R). Same "
-            "log-probs and gradients up to float summation order. Micro-batches keep the "
-            "batch's row order (groups stay together) and hold up to `micro_batch_size` x "
-            "the longest row's tokens. Needs `attn_implementation` sdpa or eager (not "
-            "flash_attention_2: no custom masks); not with image problems."
+            "log-probs and gradients up to float summation order. Micro-batches hold whole "
+            "groups, costed in packed positions, up to `micro_batch_size` x the longest "
+            "row's tokens (a larger group is split). Needs `attn_implementation` sdpa or "
+            "eager (not flash_attention_2: no custom masks); not with image problems."
         },
     )
     shared_prompt_bin_tokens: int | None = field(

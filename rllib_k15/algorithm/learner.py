@@ -54,6 +54,8 @@ from rllib_k15.core.losses import (
     prepare_advantages,
     sequence_logprob,
 )
+from rllib_k15.core.packing import first_fit_decreasing
+from rllib_k15.core.shared_prompts import shared_prompt_groups
 from rllib_k15.metric_names import (
     GRAD_NORM,
     LOGP_MISMATCH_MAX,
@@ -64,7 +66,7 @@ from rllib_k15.metric_names import (
 
 
 def _micro_batches(
-    attention_mask, micro_batch_size: int, padding_free: bool = False, keep_order: bool = False
+    attention_mask, micro_batch_size: int, padding_free: bool = False
 ) -> list[tuple[Any, int]]:
     """Row groups, longest rows together, each with the width (max real length) its padding
     can be trimmed to. Rows are sorted by length so short responses are not padded to the
@@ -73,11 +75,9 @@ def _micro_batches(
     Padded: at most ``micro_batch_size`` rows per group. ``padding_free``: a group takes rows
     until their real tokens would pass ``micro_batch_size`` × the longest row — the memory
     of the widest padded group — so groups of short rows hold more of them (the module packs
-    them, :mod:`rllib_k15.core.packing`). ``keep_order`` (shared-prompt packing): the same
-    token budget over the rows in batch order, so a prompt's samples stay in one group."""
+    them, :mod:`rllib_k15.core.packing`)."""
     lengths = np.asarray(attention_mask.sum(-1)).reshape(-1)
-    order = np.arange(len(lengths)) if keep_order else np.argsort(-lengths, kind="stable")
-    padding_free = padding_free or keep_order
+    order = np.argsort(-lengths, kind="stable")
     if not padding_free:
         groups = [order[s : s + micro_batch_size] for s in range(0, len(order), micro_batch_size)]
     else:
@@ -90,6 +90,26 @@ def _micro_batches(
             used += int(lengths[row])
         groups.append(np.asarray(current))
     return [(idx, int(lengths[idx].max())) for idx in groups]
+
+
+def _shared_prompt_micro_batches(
+    input_ids, attention_mask, response_mask, micro_batch_size: int
+) -> list[tuple[Any, int]]:
+    """Micro-batches of WHOLE prompt groups for shared-prompt packing, costed in the
+    positions the packed forward computes (P + Σ m_j per group, not k·(P + R)): groups fill
+    first-fit-decreasing up to ``micro_batch_size`` × the longest row, the memory of the
+    widest padded group. A group larger than that is split (each part repeats the prompt);
+    otherwise no prompt is computed twice."""
+    ids, mask = torch.as_tensor(input_ids), torch.as_tensor(attention_mask)
+    lengths = np.asarray(mask.sum(-1)).reshape(-1)
+    budget = micro_batch_size * int(lengths.max())
+    groups = shared_prompt_groups(ids, mask, torch.as_tensor(response_mask), capacity=budget)
+    bins = first_fit_decreasing([size for _, _, size in groups], budget)
+    out = []
+    for members in bins:
+        rows = np.asarray(sorted(row for g in members for row in groups[g][1]))
+        out.append((rows, int(lengths[rows].max())))
+    return out
 
 
 @contextlib.contextmanager
@@ -182,7 +202,7 @@ class K15TorchLearner(TorchLearner):
         module.eval()
         input_ids, attention = columns[INPUT_IDS], columns[ATTENTION_MASK]
         out = np.zeros(input_ids.shape, dtype=np.float32)
-        for rows, width in self._micro_batches(attention):
+        for rows, width in self._micro_batches(columns):
             batch = {
                 INPUT_IDS: torch.as_tensor(input_ids[rows, :width]),
                 ATTENTION_MASK: torch.as_tensor(attention[rows, :width]),
@@ -250,7 +270,7 @@ class K15TorchLearner(TorchLearner):
             optim.zero_grad(set_to_none=True)
         total_loss = torch.zeros(())
         minibatch_tokens = float(module_batch[LOSS_MASK].sum())
-        groups = self._micro_batches(module_batch[ATTENTION_MASK])
+        groups = self._micro_batches(module_batch)
         for idx, (rows, width) in enumerate(groups):
             rows = torch.as_tensor(rows)
             micro = {  # token columns trimmed to the group's width; per-row ones (images) not
@@ -279,11 +299,15 @@ class K15TorchLearner(TorchLearner):
         self.metrics.log_value((module_id, GRAD_NORM), grad_norm, window=1)
         return fwd_out, {module_id: total_loss}, {}
 
-    def _micro_batches(self, attention_mask) -> list[tuple[Any, int]]:
+    def _micro_batches(self, columns) -> list[tuple[Any, int]]:
+        """(rows, width) per micro-batch of a batch's columns (numpy or torch)."""
         cfg = self.config
-        return _micro_batches(
-            attention_mask, cfg.micro_batch_size, cfg.padding_free, cfg.shared_prompt_packing
-        )
+        if cfg.shared_prompt_packing and RESPONSE_MASK in columns:
+            return _shared_prompt_micro_batches(
+                columns[INPUT_IDS], columns[ATTENTION_MASK], columns[RESPONSE_MASK],
+                cfg.micro_batch_size,
+            )  # fmt: skip
+        return _micro_batches(columns[ATTENTION_MASK], cfg.micro_batch_size, cfg.padding_free)
 
     def _backward(self, loss: torch.Tensor) -> None:
         """Accumulate one micro-batch's gradients (the DeepSpeed learner uses its engine)."""

@@ -32,6 +32,7 @@ __all__ = [
     "SharedPromptRows",
     "pack_shared_prompts",
     "shared_logits_to_keep",
+    "shared_prompt_groups",
     "shared_token_logprobs",
 ]
 
@@ -70,25 +71,31 @@ def _prefix_lengths(attention_mask: torch.Tensor, response_mask: torch.Tensor) -
     return [int(f) if h else int(n) for f, h, n in zip(first, has, lengths)]
 
 
-def _chunks(
-    input_ids: torch.Tensor, prefix: list[int], lengths: list[int], capacity: int | None
-) -> list[tuple[int, list[int]]]:
-    """(prefix length, member rows) per shared sequence: rows with identical prefixes, in
-    order of first appearance, split so that P + Σ m_j ≤ ``capacity`` (None: never split)."""
+def shared_prompt_groups(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+    capacity: int | None = None,
+) -> list[tuple[int, list[int], int]]:
+    """(prefix length P, member rows, positions P + Σ m_j) per shared sequence: rows with
+    identical prefixes, in order of first appearance, split so that P + Σ m_j ≤ ``capacity``
+    (None: never split; a single row longer than ``capacity`` stays whole)."""
+    lengths = attention_mask.sum(-1).to(torch.long).tolist()
+    prefix = _prefix_lengths(attention_mask, response_mask)
     groups: dict[tuple[int, ...], list[int]] = {}
     for row, p in enumerate(prefix):
         groups.setdefault(tuple(input_ids[row, :p].tolist()), []).append(row)
-    out: list[tuple[int, list[int]]] = []
+    out: list[tuple[int, list[int], int]] = []
     for key, rows in groups.items():
         p, current, used = len(key), [], len(key)
         for row in rows:
             own = lengths[row] - p
             if current and capacity is not None and used + own > capacity:
-                out.append((p, current))
+                out.append((p, current, used))
                 current, used = [], p
             current.append(row)
             used += own
-        out.append((p, current))
+        out.append((p, current, used))
     return out
 
 
@@ -108,9 +115,8 @@ def pack_shared_prompts(
         raise ValueError("pack_shared_prompts got a row without tokens")
     if capacity is not None:
         capacity = max(int(capacity), max(lengths))
-    prefix = _prefix_lengths(attention_mask, response_mask)
-    chunks = _chunks(input_ids, prefix, lengths, capacity)
-    sizes = [p + sum(lengths[r] - p for r in rows) for p, rows in chunks]
+    chunks = shared_prompt_groups(input_ids, attention_mask, response_mask, capacity)
+    sizes = [size for _, _, size in chunks]
     width = capacity if capacity is not None else max(sizes)
     bins = first_fit_decreasing(sizes, width)
     device = input_ids.device
@@ -124,7 +130,7 @@ def pack_shared_prompts(
     for b, members in enumerate(bins):
         start = 0
         for chunk_index in members:
-            p, rows = chunks[chunk_index]
+            p, rows, _ = chunks[chunk_index]
             ids[b, start : start + p] = input_ids[rows[0], :p]
             pos[b, start : start + p] = torch.arange(p, device=device)
             doc[b, start : start + p] = chunk_index

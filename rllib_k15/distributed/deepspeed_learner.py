@@ -172,7 +172,7 @@ class K15DeepSpeedLearner(K15TorchLearner):
         wrapper = self._wrapper()
         out = super().compute_reference_logprobs(columns, wrapper)
         if wrapper.zero3:
-            done = len(self._micro_batches(columns[ATTENTION_MASK]))
+            done = len(self._micro_batches(columns))
             self._idle_forwards(wrapper, columns, _all_reduce_max(done) - done)
         return out
 

@@ -12,7 +12,7 @@ from support.learner_harness import build_learner, update
 
 from rllib_k15 import K15Config
 from rllib_k15.algorithm.batching import build_train_batch
-from rllib_k15.algorithm.learner import _micro_batches
+from rllib_k15.algorithm.learner import _shared_prompt_micro_batches
 from rllib_k15.core.sequences import pack_sequences
 from rllib_k15.core.shared_prompts import pack_shared_prompts
 from rllib_k15.rollout.records import Rollout
@@ -120,15 +120,28 @@ def test_eager_attention_gets_an_additive_mask_with_the_same_log_probs(tiny_mode
     np.testing.assert_allclose(eager.compute_reference_logprobs(cols), padded, rtol=1e-5, atol=1e-5)
 
 
-def test_micro_batches_keep_the_batch_order_so_groups_stay_together():
-    mask = np.zeros((6, 10), dtype=np.int64)
-    for row, n in enumerate([4, 10, 4, 3, 9, 3]):
-        mask[row, :n] = 1
-    groups = _micro_batches(mask, micro_batch_size=2, keep_order=True)
-    # budget 2 × 10 tokens in row order: [4, 10, 4] (18), then [3, 9, 3]; sorted by length
-    # it would be [10, 9] and [4, 4, 3, 3]
-    assert [rows.tolist() for rows, _ in groups] == [[0, 1, 2], [3, 4, 5]]
-    assert [width for _, width in groups] == [10, 9]
+def test_micro_batches_hold_whole_groups_costed_in_shared_positions():
+    # rows interleaved: problem 0 at rows 0, 2, 4; problem 1 at rows 1, 3, 5
+    seq = pack_sequences(
+        [[1] * 6, [2] * 4] * 3,
+        [[5] * 4, [6] * 2, [5] * 3, [6] * 6, [5] * 2, [6] * 1],
+        pad_token_id=0,
+    )
+    ids, mask, response = seq.input_ids, seq.attention_mask, seq.response_mask
+    # longest row 10 tokens, budget 1 × 10: no two rows of a group fit with their prompt
+    # (6 + 4 + 3 > 10, 4 + 2 + 6 > 10, ...), so every row is its own micro-batch
+    small = _shared_prompt_micro_batches(ids, mask, response, micro_batch_size=1)
+    assert sorted(rows.tolist() for rows, _ in small) == [[r] for r in range(6)]
+    assert all(int(mask[rows].sum(-1).max()) == width for rows, width in small)
+    # budget 2 × 10 = 20: group 0 costs 6 + 4 + 3 + 2 = 15, group 1 4 + 2 + 6 + 1 = 13;
+    # together 28 > 20, so two micro-batches, each one WHOLE group (a row-count budget of
+    # 2 rows, or a row-token budget of 20, would cut both groups)
+    groups = _shared_prompt_micro_batches(ids, mask, response, micro_batch_size=2)
+    assert sorted(rows.tolist() for rows, _ in groups) == [[0, 2, 4], [1, 3, 5]]
+    assert sorted(width for _, width in groups) == [10, 10]
+    # budget 3 × 10 = 30 >= 28: both groups in one micro-batch
+    (one,) = _shared_prompt_micro_batches(ids, mask, response, micro_batch_size=3)
+    assert one[0].tolist() == list(range(6))
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Padding-free and shared-prompt learner batches vs padded ones, on a real length mix.
 
-    python -m bench.padding_free [--quick] [--problems 16] [--samples 8] [--repeats 2]
+    python -m bench.padding_free [--quick] [--problems 8] [--samples 8] [--repeats 2]
 
 The length mix is real: the embedded model (vLLM) answers ``--problems`` 1- and 2-digit
 additions (the addition-curriculum example's env) ``--samples`` times each at temperature 1,
@@ -227,7 +227,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, NAME)
     parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--problems", type=int, default=16)
+    parser.add_argument("--problems", type=int, default=8)
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--minibatch", type=int, default=16)
